@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""One entry point for the course: `python3 course.py lab` or `python3 course.py test`.
+
+Both create `.venv` if it is missing, install the pinned dependencies (skipped when nothing
+changed since the last install), make sure graphviz's `dot` binary is present, then either open
+JupyterLab on notebooks/ or run the whole test suite including `pytest --nbval`.
+Needs nothing but Python 3.11.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".radixlab-installed"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+EXTRAS = "triton,lab,dev"
+
+
+def say(msg: str) -> None:
+    print(f"[course] {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw) -> int:
+    say(" ".join(str(c) for c in cmd))
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kw)
+
+
+def install_fingerprint() -> str:
+    """What the installed environment depends on: the project file and the interpreter."""
+    h = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    h.update(sys.version.encode())
+    return h.hexdigest()
+
+
+def ensure_venv() -> None:
+    if sys.version_info[:2] < (3, 11):
+        sys.exit(f"[course] Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
+    if not PY.exists():
+        say(f"creating virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    want = install_fingerprint()
+    if STAMP.exists() and STAMP.read_text() == want:
+        say("dependencies already installed (delete .venv to reinstall)")
+        return
+    pip = [PY, "-m", "pip", "install", "--disable-pip-version-check"]
+    # torch first and on its own, pinned, so nothing else can pull in a different build.
+    if run([*pip, "torch==2.13.0"]) != 0:
+        sys.exit("[course] installing torch==2.13.0 failed; see the pip output above")
+    if run([*pip, "-e", f".[{EXTRAS}]"]) != 0:
+        sys.exit("[course] installing the course package failed; see the pip output above")
+    STAMP.write_text(want)
+
+
+def ensure_dot() -> None:
+    """Install graphviz's `dot` with the system package manager when possible, else explain."""
+    if shutil.which("dot"):
+        return
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    sudo = [] if is_root else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if shutil.which("apt-get") and sudo is not None:
+        say("graphviz `dot` not found; installing it with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run([*sudo, "apt-get", "update", "-qq"], env=env)
+        run([*sudo, "apt-get", "install", "-y", "-qq", "graphviz"], env=env)
+    elif shutil.which("brew"):
+        run(["brew", "install", "graphviz"])
+    if not shutil.which("dot"):
+        say(
+            "graphviz `dot` is still missing: tree pictures will fall back to matplotlib.\n"
+            "         Install it with `apt-get install graphviz`, `brew install graphviz` or\n"
+            "         `conda install -c conda-forge graphviz` for the nicer drawings."
+        )
+
+
+def lab(args: list[str]) -> int:
+    return run([BIN / "jupyter", "lab", "--notebook-dir", ROOT / "notebooks", *args])
+
+
+def test(args: list[str]) -> int:
+    env = {**os.environ, "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
+    rc = run([PY, "-m", "ruff", "check", "radixlab", "tests", "bench", "scripts", "course.py"])
+    if rc != 0:
+        return rc
+    return run(
+        [
+            PY, "-m", "pytest", "tests", "notebooks",
+            "--nbval", "--nbval-current-env",
+            "--nbval-sanitize-with", "tests/nbval_sanitize.cfg",
+            *args,
+        ],
+        env=env,
+    )
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"lab", "test", "setup"}:
+        print(__doc__)
+        print("usage: python3 course.py {lab|test|setup} [extra arguments]")
+        return 2
+    cmd, rest = sys.argv[1], sys.argv[2:]
+    ensure_venv()
+    ensure_dot()
+    if cmd == "setup":
+        return 0
+    return lab(rest) if cmd == "lab" else test(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""Exercise checkers, one module per notebook (`nb01`, `nb02`, ...).
+
+Each module exposes `Exercise` objects and `check_<name>` shortcuts; see `framework.py`.
+"""
+
+from radixlab.exercises.framework import Case, CheckResult, Exercise
+
+__all__ = ["Case", "CheckResult", "Exercise"]

@@ -1,0 +1,165 @@
+"""The exercise pattern: a stub the learner edits, a checker, progressive hints and a solution.
+
+`Exercise.check(fn)` says Correct / Not attempted yet / Incorrect (with the smallest failing
+case) and returns the function the notebook should go on with: the learner's when it is
+correct, the reference otherwise, so a notebook run as shipped still completes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class Case:
+    """One input to an exercise: positional args plus a short description for the report."""
+
+    def __init__(self, *args: Any, note: str = "", **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.note = note
+
+    def describe(self) -> str:
+        parts = [_short(a) for a in self.args]
+        parts += [f"{k}={_short(v)}" for k, v in self.kwargs.items()]
+        text = f"({', '.join(parts)})"
+        return f"{text}  [{self.note}]" if self.note else text
+
+
+def _short(x: Any, limit: int = 120) -> str:
+    text = repr(x.tolist()) if isinstance(x, np.ndarray) else repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def default_compare(got: Any, expected: Any) -> bool:
+    """Exact equality, element-wise for arrays and tensors, with a tolerance for floats."""
+    try:
+        import torch
+
+        if isinstance(expected, torch.Tensor) or isinstance(got, torch.Tensor):
+            got_t, exp_t = torch.as_tensor(got), torch.as_tensor(expected)
+            if got_t.shape != exp_t.shape:
+                return False
+            if exp_t.is_floating_point():
+                return bool(torch.allclose(got_t.to(exp_t.dtype), exp_t, rtol=1e-4, atol=1e-5))
+            return bool(torch.equal(got_t, exp_t))
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if isinstance(expected, np.ndarray) or isinstance(got, np.ndarray):
+        got_a, exp_a = np.asarray(got), np.asarray(expected)
+        if got_a.shape != exp_a.shape:
+            return False
+        if np.issubdtype(exp_a.dtype, np.floating):
+            return bool(np.allclose(got_a, exp_a, rtol=1e-4, atol=1e-5))
+        return bool(np.array_equal(got_a, exp_a))
+    if isinstance(expected, float) or isinstance(got, float):
+        try:
+            return abs(float(got) - float(expected)) <= 1e-6 * max(1.0, abs(float(expected)))
+        except (TypeError, ValueError):
+            return False
+    if isinstance(expected, (list, tuple)) and isinstance(got, (list, tuple)):
+        return len(got) == len(expected) and all(
+            default_compare(g, e) for g, e in zip(got, expected, strict=True)
+        )
+    return got == expected
+
+
+@dataclass
+class CheckResult:
+    """What `Exercise.evaluate` found: status is 'correct', 'not attempted' or 'incorrect'."""
+
+    status: str
+    case: Case | None = None
+    expected: Any = None
+    got: Any = None
+    error: BaseException | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.status == "correct"
+
+
+@dataclass
+class Exercise:
+    """One exercise: the reference, the cases (smallest first) and the hints.
+
+    `cases` is a sequence of `Case`, or a callable returning one (built lazily, so that importing
+    the exercises costs nothing). `compare(got, expected)` decides equality.
+    """
+
+    name: str
+    reference: Callable[..., Any]
+    cases: Sequence[Case] | Callable[[], Iterable[Case]]
+    hints: Sequence[str] = ()
+    compare: Callable[[Any, Any], bool] = default_compare
+    solution_text: str | None = None
+    _hints_shown: int = field(default=0, repr=False)
+
+    def _cases(self) -> list[Case]:
+        cases = self.cases() if callable(self.cases) else self.cases
+        return list(cases)
+
+    def evaluate(self, fn: Callable[..., Any]) -> CheckResult:
+        """Run `fn` on every case, smallest first, and stop at the first mismatch."""
+        if not callable(fn):
+            return CheckResult("incorrect", error=TypeError(f"expected a function, got {fn!r}"))
+        for case in self._cases():
+            expected = self.reference(*_copy(case.args), **_copy(case.kwargs))
+            try:
+                got = fn(*_copy(case.args), **_copy(case.kwargs))
+            except NotImplementedError:
+                return CheckResult("not attempted")
+            except Exception as exc:  # the learner's code may raise anything
+                return CheckResult("incorrect", case, expected, error=exc)
+            if not self.compare(got, expected):
+                return CheckResult("incorrect", case, expected, got)
+        return CheckResult("correct")
+
+    def check(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Print the verdict; return `fn` when correct, otherwise the reference."""
+        result = self.evaluate(fn)
+        if result.correct:
+            print(f"✅ Correct: {self.name}")
+            return fn
+        if result.status == "not attempted":
+            print(
+                f"⏳ Not attempted yet: {self.name}. The stub still raises NotImplementedError.\n"
+                "   The notebook continues with the reference implementation; "
+                "call .hint() or .solution() when you want help."
+            )
+        else:
+            print(f"❌ Incorrect: {self.name}")
+            print(f"   smallest failing case: {result.case.describe() if result.case else '-'}")
+            if result.error is not None:
+                print(f"   your code raised {type(result.error).__name__}: {result.error}")
+            else:
+                print(f"   expected: {_short(result.expected)}")
+                print(f"   got:      {_short(result.got)}")
+            print("   The notebook continues with the reference implementation.")
+        return self.reference
+
+    def hint(self) -> None:
+        """Show the next hint; each call reveals one more."""
+        if not self.hints:
+            print("No hints for this one: try the smallest case by hand.")
+            return
+        self._hints_shown = min(self._hints_shown + 1, len(self.hints))
+        for i, text in enumerate(self.hints[: self._hints_shown], 1):
+            print(f"Hint {i}/{len(self.hints)}: {text}")
+
+    def solution(self) -> None:
+        """Print the reference solution's source."""
+        text = self.solution_text or inspect.getsource(self.reference)
+        print(textwrap.dedent(text).rstrip())
+
+
+def _copy(obj: Any) -> Any:
+    """Give each call its own copy of mutable inputs so one call cannot spoil the next."""
+    import copy
+
+    return copy.deepcopy(obj)
