@@ -1,4 +1,4 @@
-"""Paged attention: torch reference vs dense attention, Triton kernels (CPU interpreter) vs reference."""
+"""Paged attention: torch reference vs dense attention; Triton kernels (CPU interpreter) vs it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from radixlab.attention import (  # noqa: E402
 from radixlab.attention.reference import attend  # noqa: E402
 
 
-
 def make_batch(seed, seq_lens, q_lens, page_size, q_heads, kv_heads, head_dim, dtype=torch.float32):
     """Dense per-request K/V scattered into a shuffled paged pool, plus the page tables."""
     g = torch.Generator().manual_seed(seed)
@@ -34,7 +33,7 @@ def make_batch(seed, seq_lens, q_lens, page_size, q_heads, kv_heads, head_dim, d
         tables.append(perm[used : used + n])
         used += n
     width = max(pages_per)
-    page_table = torch.full((len(seq_lens), width), 10**6, dtype=torch.int32)  # padding is never read
+    page_table = torch.full((len(seq_lens), width), 10**6, dtype=torch.int32)
     for b, t in enumerate(tables):
         page_table[b, : len(t)] = t.int()
     q = torch.randn(sum(q_lens), q_heads, head_dim, generator=g, dtype=dtype)
@@ -42,7 +41,7 @@ def make_batch(seed, seq_lens, q_lens, page_size, q_heads, kv_heads, head_dim, d
 
 
 def dense_attention(q, k_pages, v_pages, page_table, seq_lens, q_lens):
-    """The obvious thing: rebuild each request's contiguous K/V and run SDPA with an explicit mask."""
+    """The obvious thing: rebuild each request's contiguous K/V, run SDPA with an explicit mask."""
     ps = k_pages.shape[1]
     outs, start = [], 0
     for b in range(len(seq_lens)):
@@ -53,7 +52,11 @@ def dense_attention(q, k_pages, v_pages, page_table, seq_lens, q_lens):
         qb = q[start : start + n]
         mask = torch.arange(L)[None, :] <= torch.arange(L - n, L)[:, None]
         o = torch.nn.functional.scaled_dot_product_attention(
-            qb.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask, enable_gqa=True
+            qb.transpose(0, 1),
+            k.transpose(0, 1),
+            v.transpose(0, 1),
+            attn_mask=mask,
+            enable_gqa=True,
         )
         outs.append(o.transpose(0, 1))
         start += n
@@ -88,7 +91,9 @@ def test_reference_extend_matches_dense(shape, seed):
 def test_reference_decode_is_extend_with_one_token(shape, seed):
     ps, (hq, hkv), d, pairs = shape
     seq_lens, _ = _lens(pairs)
-    q, k, v, pt, sl, ql = make_batch(seed, seq_lens, [1] * len(seq_lens), ps, hq, hkv, d, torch.float64)
+    q, k, v, pt, sl, ql = make_batch(
+        seed, seq_lens, [1] * len(seq_lens), ps, hq, hkv, d, torch.float64
+    )
     got = paged_attention_decode(q, k, v, pt, sl, backend="torch")
     torch.testing.assert_close(got, dense_attention(q, k, v, pt, sl, ql), rtol=1e-10, atol=1e-10)
 
@@ -114,7 +119,9 @@ def test_triton_extend_matches_reference(shape, seed):
     seq_lens, q_lens = _lens(pairs)
     args = make_batch(seed, seq_lens, q_lens, ps, hq, hkv, d)
     got = paged_attention_extend(*args, backend="triton")
-    torch.testing.assert_close(got, paged_attention_extend(*args, backend="torch"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got, paged_attention_extend(*args, backend="torch"), rtol=1e-5, atol=1e-5
+    )
 
 
 @settings(max_examples=20)
@@ -124,7 +131,9 @@ def test_triton_decode_matches_reference(shape, seed):
     seq_lens, _ = _lens(pairs)
     q, k, v, pt, sl, _ = make_batch(seed, seq_lens, [1] * len(seq_lens), ps, hq, hkv, d)
     got = paged_attention_decode(q, k, v, pt, sl, backend="triton")
-    torch.testing.assert_close(got, paged_attention_decode(q, k, v, pt, sl, backend="torch"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got, paged_attention_decode(q, k, v, pt, sl, backend="torch"), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("page_size", [1, 4, 16])
@@ -133,12 +142,16 @@ def test_triton_long_ragged_batch(page_size):
     seq_lens, q_lens = [70, 33, 5, 40], [20, 33, 1, 3]
     args = make_batch(page_size, seq_lens, q_lens, page_size, 4, 2, 16)
     got = paged_attention_extend(*args, backend="triton")
-    torch.testing.assert_close(got, paged_attention_extend(*args, backend="torch"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got, paged_attention_extend(*args, backend="torch"), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_auto_backend_is_torch_on_cpu_and_bad_backend_raises():
     args = make_batch(0, [3], [3], 1, 2, 1, 4)
-    torch.testing.assert_close(paged_attention_extend(*args), paged_attention_extend(*args, backend="torch"))
+    torch.testing.assert_close(
+        paged_attention_extend(*args), paged_attention_extend(*args, backend="torch")
+    )
     with pytest.raises(ValueError, match="cuda-magic"):
         paged_attention_extend(*args, backend="cuda-magic")
 

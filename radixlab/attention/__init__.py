@@ -86,7 +86,9 @@ def paged_attention_decode(
     """One query per request (its newest token) over all of that request's keys."""
     _check(q, k_pages, v_pages, page_table, seq_lens)
     if q.shape[0] != page_table.shape[0]:
-        raise ValueError(f"decode needs one query per request: {q.shape[0]} rows, {page_table.shape[0]} requests")
+        raise ValueError(
+            f"decode needs one query per request: {q.shape[0]} rows, {page_table.shape[0]} requests"
+        )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if _pick(backend, q) == "triton":
         from radixlab.attention.triton_kernels import decode_triton

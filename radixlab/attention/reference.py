@@ -45,7 +45,7 @@ def extend_reference(
     q_lens: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    """Ragged batch: request b's q_lens[b] new tokens (rows of q, in order) over its seq_lens[b] keys."""
+    """Ragged batch: request b's q_lens[b] new tokens (rows of q, in order) over its keys."""
     page_size = k_pages.shape[1]
     k_flat = k_pages.reshape(-1, *k_pages.shape[2:])
     v_flat = v_pages.reshape(-1, *v_pages.shape[2:])

@@ -124,7 +124,9 @@ def _jit(fn):
 
 def _blocks(q: torch.Tensor) -> tuple[int, int]:
     """Block sizes: big on a GPU; on the interpreter, big blocks also mean fewer slow programs."""
-    return (32, 32) if q.dtype == torch.float32 and q.is_cuda else (16, 32) if q.is_cuda else (16, 16)
+    if not q.is_cuda:
+        return 16, 16
+    return (32, 32) if q.dtype == torch.float32 else (64, 64)
 
 
 def _common(q, k_pages, page_table):
