@@ -1,0 +1,186 @@
+"""Fleet simulation: routing rules, replica caches of limited size, and the figures they give."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from radixlab.fleet import (
+    ROUTING_POLICIES,
+    PrefixCache,
+    ReplicaCost,
+    compare_routings,
+    simulate_fleet,
+)
+from radixlab.workloads import (
+    Trace,
+    TraceRequest,
+    byte_tokenize,
+    common_prefix_len,
+    few_shot,
+    multi_turn_chat,
+    no_sharing,
+)
+
+B = byte_tokenize
+
+
+def trace_of(prompts, gap=1.0, max_new_tokens=4):
+    return Trace("t", [TraceRequest(i, p, i * gap, None, max_new_tokens)
+                       for i, p in enumerate(prompts)])
+
+
+def naive_cached(prompts):
+    """Unbounded single cache of whole prompts; one token is always recomputed."""
+    out = []
+    for i, p in enumerate(prompts):
+        best = max((common_prefix_len(p, q) for q in prompts[:i]), default=0)
+        out.append(min(best, len(p) - 1))
+    return out
+
+
+prompt_lists = st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=10), min_size=1,
+                        max_size=12)
+
+
+@settings(max_examples=40)
+@given(prompt_lists, st.sampled_from(ROUTING_POLICIES))
+def test_single_replica_unbounded_matches_naive(prompts, routing):
+    res = simulate_fleet(trace_of(prompts), 1, routing, capacity_tokens=None)
+    assert [r.cached for r in res.requests] == naive_cached(prompts)
+    assert all(r.replica == 0 for r in res.requests)
+
+
+@settings(max_examples=40)
+@given(prompt_lists, st.integers(1, 30), st.integers(1, 3))
+def test_prefix_cache_never_exceeds_capacity(prompts, capacity, page_size):
+    cache = PrefixCache(capacity, page_size)
+    for p in prompts:
+        got = cache.match(p)
+        assert got <= len(p) and got % page_size == 0
+        cache.add(p)
+        assert cache.size() <= capacity
+        cache.tree.check_invariants()
+        if len(p) - len(p) % page_size <= capacity:
+            assert cache.match(p) == len(p) - len(p) % page_size
+
+
+def test_prefix_cache_evicts_least_recently_used():
+    cache = PrefixCache(8)
+    cache.add([1, 1, 1, 1])
+    cache.add([2, 2, 2, 2])
+    cache.match([1, 1, 1, 1])
+    cache.add([3, 3, 3, 3])
+    assert cache.match([1, 1, 1, 1]) == 4
+    assert cache.match([2, 2, 2, 2]) == 0
+    assert cache.match([3, 3, 3, 3]) == 4
+
+
+def test_round_robin_cycles():
+    res = simulate_fleet(trace_of([[i, 1, 2] for i in range(7)]), 3, "round-robin")
+    assert [r.replica for r in res.requests] == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_cache_aware_keeps_each_task_on_one_replica():
+    trace = few_shot(60, n_examples=4, n_tasks=3, rate=5.0, tokenize=B, seed=1)
+    res = simulate_fleet(trace, 3, "cache-aware", capacity_tokens=None)
+    task_of = {}
+    for req, routed in zip(trace, res.requests, strict=True):
+        block = req.text.rpartition("Q: ")[0]
+        task_of.setdefault(block, set()).add(routed.replica)
+    assert sorted(len(v) for v in task_of.values()) == [1, 1, 1]
+    assert len(set().union(*task_of.values())) == 3
+    rr = simulate_fleet(trace, 3, "round-robin", capacity_tokens=None).summary()
+    ca = res.summary()
+    assert ca["hit_rate"] > rr["hit_rate"] + 0.05
+    assert ca["computed_tokens"] < rr["computed_tokens"]
+
+
+def test_no_sharing_gains_nothing_from_cache_aware_routing():
+    trace = no_sharing(30, n_sentences=2, rate=5.0, tokenize=B)
+    for s in compare_routings(trace, 3):
+        assert s["hit_rate"] < 0.02
+
+
+def test_hybrid_spreads_load_that_cache_aware_piles_on_one_replica():
+    trace = multi_turn_chat(30, 3, rate=40.0, think_time=0.2, tokenize=B, seed=2)
+    ca = simulate_fleet(trace, 4, "cache-aware").summary()
+    hy = simulate_fleet(trace, 4, "hybrid", balance_abs_threshold=2).summary()
+    assert ca["request_imbalance"] > 3.5          # the shared system prompt wins every time
+    assert hy["request_imbalance"] < ca["request_imbalance"] - 1
+    assert hy["p99_ttft_s"] < ca["p99_ttft_s"]
+    reasons = {r.reason for r in simulate_fleet(trace, 4, "hybrid",
+                                                balance_abs_threshold=2).requests}
+    assert "imbalanced: least load" in reasons and "prefix match" in reasons
+
+
+def test_least_load_picks_idle_replica():
+    prompts = [[1] * 50, [2] * 50, [3] * 50]
+    res = simulate_fleet(trace_of(prompts, gap=0.0, max_new_tokens=100), 2, "least-load")
+    assert [r.replica for r in res.requests] == [0, 1, 0]
+    assert res.requests[2].start == res.requests[0].finish
+
+
+def test_min_ttft_trades_cache_against_queue():
+    cost = ReplicaCost(prefill_s_per_token=1e-3, decode_s_per_token=0.0, overhead_s=0.0)
+    long = [7] * 400
+    # replica 0 caches `long`; a cheap follow-up goes there, though replica 1 is idle
+    prompts = [long, [9] * 10, long + [1]]
+    res = simulate_fleet(trace_of(prompts, gap=0.0), 2, "min-ttft", cost=cost)
+    assert [r.replica for r in res.requests] == [0, 1, 0]
+    assert res.requests[2].cached == 400
+
+
+def test_router_prediction_is_exact_when_nothing_is_evicted():
+    trace = multi_turn_chat(6, 3, rate=3.0, tokenize=B)
+    res = simulate_fleet(trace, 2, "cache-aware", capacity_tokens=None)
+    assert res.summary()["prediction_error_tokens"] == sum(
+        1 for r in res.requests if r.predicted == r.prompt_len)
+    small = simulate_fleet(trace, 2, "cache-aware", capacity_tokens=300)
+    assert small.summary()["prediction_error_tokens"] > res.summary()["prediction_error_tokens"]
+
+
+def test_timing_follows_cost_model():
+    cost = ReplicaCost(prefill_s_per_token=0.01, decode_s_per_token=0.1, overhead_s=1.0)
+    res = simulate_fleet(trace_of([[1, 2, 3, 4], [1, 2, 3, 5]], gap=0.0), 1, "round-robin",
+                         cost=cost)
+    a, b = res.requests
+    assert a.ttft == pytest.approx(1.04) and a.finish == pytest.approx(1.44)
+    assert b.cached == 3 and b.start == pytest.approx(1.44)
+    assert b.ttft == pytest.approx(1.44 + 1.01)
+    per = res.per_replica()[0]
+    assert per["requests"] == 2 and per["computed_tokens"] == 5
+
+
+def test_summary_keys_and_balance():
+    trace = few_shot(16, 2, n_tasks=2, tokenize=B)
+    rows = compare_routings(trace, 2)
+    assert [r["routing"] for r in rows] == list(ROUTING_POLICIES)
+    rr = rows[0]
+    assert rr["request_imbalance"] == 1.0 and rr["requests"] == 16
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_replicas=0), "n_replicas"),
+        (dict(routing="sticky"), "'sticky'"),
+        (dict(capacity_tokens=0), "capacity_tokens"),
+        (dict(page_size=0), "page_size"),
+        (dict(cache_threshold=1.5), "cache_threshold"),
+        (dict(balance_abs_threshold=-1), "balance_abs_threshold"),
+        (dict(balance_rel_threshold=0.5), "balance_rel_threshold"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        simulate_fleet(trace_of([[1, 2]]), **kwargs)
+
+
+def test_bad_cost_and_order():
+    with pytest.raises(ValueError, match="prefill_s_per_token"):
+        ReplicaCost(prefill_s_per_token=-1)
+    reqs = [TraceRequest(0, [1], 2.0), TraceRequest(1, [2], 1.0)]
+    with pytest.raises(ValueError, match="arrival order"):
+        simulate_fleet(reqs, 2)
