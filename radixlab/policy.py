@@ -1,0 +1,94 @@
+"""Scheduling policies: the order in which waiting requests are considered for admission.
+
+A policy sees each waiting request as a `Candidate` (arrival order, how many prompt tokens are
+already cached, and the path of cache nodes its match ends on) and returns them in the order the
+router should try to admit them. Policies are looked up by name so the router stays pluggable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Candidate:
+    """What a policy knows about one waiting request."""
+
+    rid: int
+    seq: int                      # arrival order (smaller = earlier), kept across preemption
+    prefix_len: int = 0           # prompt tokens already in the cache
+    node_path: tuple[Hashable, ...] = field(default=())   # cache nodes root -> last matched node
+
+
+Policy = Callable[[Sequence[Candidate], np.random.Generator], list[Candidate]]
+
+
+def fcfs(cands: Sequence[Candidate], rng: np.random.Generator | None = None) -> list[Candidate]:
+    """First come, first served: arrival order."""
+    return sorted(cands, key=lambda c: c.seq)
+
+
+def lpm(cands: Sequence[Candidate], rng: np.random.Generator | None = None) -> list[Candidate]:
+    """Longest prefix match first (ties by arrival), so hot prefixes are reused before eviction."""
+    return sorted(cands, key=lambda c: (-c.prefix_len, c.seq))
+
+
+def random_order(
+    cands: Sequence[Candidate], rng: np.random.Generator | None = None
+) -> list[Candidate]:
+    """A seeded random permutation: the baseline that knows nothing."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    order = rng.permutation(len(cands))
+    return [cands[i] for i in order]
+
+
+def dfs_weight(
+    cands: Sequence[Candidate], rng: np.random.Generator | None = None
+) -> list[Candidate]:
+    """SGLang's dfs-weight: walk the cache tree depth first, heaviest subtree first.
+
+    The weight of a node is the number of waiting requests whose match ends in its subtree.
+    Requests whose match ends at a node come before those below it; children are visited by
+    weight (descending), ties by earliest arrival in the subtree. Requests sharing a prefix are
+    thereby admitted together, while it is still cached.
+    """
+    children: dict[tuple, dict[Hashable, tuple]] = {(): {}}
+    here: dict[tuple, list[Candidate]] = {(): []}
+    weight: dict[tuple, int] = {(): 0}
+    first: dict[tuple, int] = {(): 1 << 62}
+    for c in cands:
+        path = tuple(c.node_path)
+        for depth in range(len(path) + 1):
+            key = path[:depth]
+            if key not in weight:
+                weight[key], first[key], here[key], children[key] = 0, 1 << 62, [], {}
+                children[key[:-1]][key[-1]] = key
+            weight[key] += 1
+            first[key] = min(first[key], c.seq)
+        here[path].append(c)
+    out: list[Candidate] = []
+    stack = [()]
+    while stack:
+        key = stack.pop()
+        out.extend(sorted(here[key], key=lambda c: c.seq))
+        kids = sorted(children[key].values(), key=lambda k: (-weight[k], first[k]))
+        stack.extend(reversed(kids))
+    return out
+
+
+POLICIES: dict[str, Policy] = {
+    "fcfs": fcfs,
+    "lpm": lpm,
+    "dfs-weight": dfs_weight,
+    "random": random_order,
+}
+
+
+def get_policy(name: str) -> Policy:
+    """The policy function called `name`; a clear ValueError lists the known names otherwise."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown scheduling policy {name!r}; choose one of {sorted(POLICIES)}")
+    return POLICIES[name]

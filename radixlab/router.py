@@ -1,0 +1,511 @@
+"""Control plane: the waiting queue, the running set and one `BatchPlan` per step.
+
+Each step the router
+1. gives every running request that is decoding room for one more token, preempting the
+   youngest running request when memory is short (its KV stays cached in the tree, it goes back
+   to the queue and is recomputed later, never lost);
+2. continues chunked prefills under the per-step prefill token budget;
+3. matches waiting requests in the cache, orders them by the scheduling policy and admits them
+   while memory (free + evictable pages) and the token budget allow; admission locks the
+   matched prefix so it cannot be evicted while the request runs;
+4. emits a plan: prefill chunks first, then decodes, with their slots and copy-on-write copies.
+
+After the executor runs the plan, `update` appends sampled tokens, caches the full pages of
+every computed prefill chunk (so others can share them at once), and finishes requests at
+`max_new_tokens` or EOS: their tokens go into the cache, the lock is dropped and their pages
+are released. All memory and cache bookkeeping goes through `KVCacheManager`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from radixlab.executor import Executor, StepResult
+from radixlab.metrics import Metrics, RequestStats, StepStats
+from radixlab.policy import Candidate, get_policy
+
+try:
+    from radixlab.memory import OutOfPagesError
+except ImportError:  # pragma: no cover - memory.py lands in parallel
+    class OutOfPagesError(RuntimeError):  # type: ignore[no-redef]
+        """Placeholder until radixlab.memory exists."""
+
+
+@dataclass
+class SeqWork:
+    """One request's work in one step."""
+
+    rid: int
+    tokens: np.ndarray         # token ids to run now: a prefill chunk, or the one token to decode
+    start_pos: int             # position of tokens[0]; equals the tokens already in KV for rid
+    slots: np.ndarray          # slots of positions 0 .. start_pos+len(tokens)-1 (context, then new)
+    sample: bool               # sample a next token after this (last prefill chunk, or decode)
+    temperature: float = 0.0   # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None    # sampling seeded by (seed, rid, position): schedule-independent
+
+
+@dataclass
+class BatchPlan:
+    """What the executor must do in one step."""
+
+    step: int
+    work: list[SeqWork]        # prefill chunks first, then decodes
+    copies: list[tuple[int, int]] = field(default_factory=list)   # (src_page, dst_page) first
+
+    @property
+    def prefill_tokens(self) -> int:
+        return sum(len(w.tokens) for w in self.work if not _is_decode(w))
+
+    @property
+    def decode_tokens(self) -> int:
+        return sum(len(w.tokens) for w in self.work if _is_decode(w))
+
+
+def _is_decode(w: SeqWork) -> bool:
+    return len(w.tokens) == 1 and w.sample
+
+
+CACHE_AWARE = ("lpm", "dfs-weight")
+
+
+class RequestRejected(ValueError):
+    """A request the router can never serve (e.g. it does not fit in the whole pool)."""
+
+
+@dataclass
+class Request:
+    """A request's state in the router."""
+
+    rid: int
+    prompt: np.ndarray
+    max_new_tokens: int
+    namespace: Hashable | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    arrival_s: float = 0.0
+    seq: int = 0                    # arrival order, kept across preemption
+    output: list[int] = field(default_factory=list)
+    state: str = "waiting"          # waiting | running | finished
+    num_computed: int = 0           # tokens with KV written (== len(mgr.slots(rid)) between steps)
+    prefilling: bool = True         # admitted and has not sampled since
+    admit_order: int = -1
+    preemptions: int = 0
+    finish_reason: str | None = None
+    prefix_len: int = 0             # cached tokens found at the last admission
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Prompt followed by the output so far."""
+        if not self.output:
+            return self.prompt
+        return np.concatenate([self.prompt, np.asarray(self.output, dtype=np.int64)])
+
+
+def _node_path(node: Any) -> tuple[int, ...]:
+    """Ids of the cache nodes from the root to `node` (empty for caches without parents)."""
+    path = []
+    while node is not None and getattr(node, "parent", None) is not None:
+        path.append(id(node))
+        node = node.parent
+    return tuple(reversed(path))
+
+
+class Router:
+    """The control plane over one `KVCacheManager`."""
+
+    def __init__(
+        self,
+        manager: Any,
+        policy: str = "lpm",
+        max_prefill_tokens: int = 512,
+        max_running: int = 64,
+        eos_id: int | None = None,
+        vocab_size: int | None = None,
+        seed: int = 0,
+        defer_shared: bool | None = None,
+        defer_threshold: int = 32,
+    ) -> None:
+        if max_prefill_tokens < 1:
+            raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
+        if max_running < 1:
+            raise ValueError(f"max_running must be >= 1, got {max_running}")
+        self.policy_name = policy
+        self.policy = get_policy(policy)
+        self.mgr = manager
+        self.page_size = int(manager.page_size)
+        self.num_pages = int(_allocator(manager).num_pages)
+        self.max_prefill_tokens = max_prefill_tokens
+        self.max_running = max_running
+        self.eos_id = eos_id
+        self.vocab_size = vocab_size
+        self.rng = np.random.default_rng(seed)
+        self.defer_shared = policy in CACHE_AWARE if defer_shared is None else defer_shared
+        self.defer_threshold = max(1, int(defer_threshold))
+        self.requests: dict[int, Request] = {}
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self.step_no = 0
+        self.clock = 0.0
+        self.metrics = Metrics()
+        self._seq = 0
+        self._admits = 0
+        self._next_rid = 0
+        self._step_counts: dict[str, int] = {}
+        self._used_pages_peak = 0
+
+    # ------------------------------------------------------------------ requests in and out
+    def add_request(
+        self,
+        prompt: Sequence[int] | np.ndarray,
+        max_new_tokens: int,
+        rid: int | None = None,
+        namespace: Hashable | None = None,
+        arrival_s: float | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> int:
+        """Queue a request, return its id; `RequestRejected` (a ValueError) if it can never run."""
+        ids = np.asarray(prompt)
+        if ids.ndim != 1 or len(ids) == 0:
+            raise RequestRejected(f"prompt must be a non-empty 1-D token sequence, got {prompt!r}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise RequestRejected(f"prompt token ids must be integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if ids.min() < 0:
+            raise RequestRejected(f"negative token id {int(ids.min())} in prompt")
+        if self.vocab_size is not None and ids.max() >= self.vocab_size:
+            raise RequestRejected(
+                f"token id {int(ids.max())} out of vocab (size {self.vocab_size})"
+            )
+        if isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens or (
+            max_new_tokens < 1
+        ):
+            raise RequestRejected(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        need = self._pages_for(len(ids) + int(max_new_tokens))
+        if need > self.num_pages:
+            raise RequestRejected(
+                f"request of {len(ids)} prompt + {max_new_tokens} new tokens needs {need} pages "
+                f"but the whole pool has {self.num_pages} (page_size {self.page_size})"
+            )
+        if rid is None:
+            while self._next_rid in self.requests:
+                self._next_rid += 1
+            rid = self._next_rid
+        if rid in self.requests:
+            raise RequestRejected(f"request id {rid} is already in use")
+        req = Request(
+            rid=int(rid), prompt=ids, max_new_tokens=int(max_new_tokens), namespace=namespace,
+            temperature=temperature, top_p=top_p, seed=seed,
+            arrival_s=self.clock if arrival_s is None else float(arrival_s), seq=self._seq,
+        )
+        self._seq += 1
+        self.requests[req.rid] = req
+        self.waiting.append(req)
+        self.metrics.requests[req.rid] = RequestStats(req.rid, len(ids), req.arrival_s)
+        return req.rid
+
+    def abort(self, rid: int) -> None:
+        """Drop a request: cache what it computed, unlock and release its pages."""
+        req = self.requests.get(rid)
+        if req is None or req.state == "finished":
+            raise ValueError(f"no active request with id {rid}")
+        if req.state == "waiting":
+            self.waiting.remove(req)
+        else:
+            self._release(req)
+        req.state, req.finish_reason = "finished", "abort"
+        self.metrics.requests[rid].finish_s = self.clock
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ------------------------------------------------------------------ the step
+    def schedule(self) -> BatchPlan:
+        """Decide this step's work (see the module docstring)."""
+        self.step_no += 1
+        self._step_counts = {"preempted": 0, "evicted": 0, "admitted": 0, "cached": 0}
+        works: dict[int, SeqWork] = {}
+        copies: dict[int, list[tuple[int, int]]] = {}
+
+        for req in list(self.running):
+            if req.state == "running" and not req.prefilling:
+                self._reserve_or_preempt(req, 1, works, copies)
+
+        budget = self.max_prefill_tokens
+        for req in list(self.running):
+            if budget <= 0:
+                break
+            if req.state == "running" and req.prefilling and req.rid not in works:
+                n = min(len(req.tokens) - req.num_computed, budget)
+                if self._reserve_or_preempt(req, n, works, copies):
+                    budget -= n
+
+        if budget > 0 and self.waiting and len(self.running) < self.max_running:
+            self._admit(budget, works, copies)
+
+        prefills = [w for w in works.values() if self.requests[w.rid].prefilling]
+        decodes = [w for w in works.values() if not self.requests[w.rid].prefilling]
+        plan_copies = [c for rid in works for c in copies.get(rid, [])]
+        self._used_pages_peak = int(_allocator(self.mgr).num_used)
+        return BatchPlan(self.step_no, prefills + decodes, plan_copies)
+
+    def update(self, plan: BatchPlan, result: StepResult) -> list[int]:
+        """Take the executor's result; returns the rids that finished this step."""
+        self.clock += float(result.elapsed_s)
+        finished = []
+        for w in plan.work:
+            req = self.requests[w.rid]
+            req.num_computed += len(w.tokens)
+            if req.prefilling:
+                self.mgr.cache(req.rid, req.tokens[: req.num_computed], namespace=req.namespace)
+            if not w.sample:
+                continue
+            if w.rid not in result.next_tokens:
+                raise ValueError(f"executor returned no token for rid {w.rid}")
+            tok = int(result.next_tokens[w.rid])
+            req.output.append(tok)
+            req.prefilling = False
+            stats = self.metrics.requests[req.rid]
+            stats.output_len = len(req.output)
+            if stats.first_token_s is None:
+                stats.first_token_s = self.clock
+            if len(req.output) >= req.max_new_tokens or (self.eos_id is not None
+                                                         and tok == self.eos_id):
+                req.finish_reason = "length" if len(req.output) >= req.max_new_tokens else "eos"
+                self._release(req)
+                req.state = "finished"
+                stats.finish_s = self.clock
+                finished.append(req.rid)
+        c = self._step_counts
+        self.metrics.steps.append(StepStats(
+            step=plan.step, time_s=self.clock, elapsed_s=float(result.elapsed_s),
+            prefill_tokens=plan.prefill_tokens, decode_tokens=plan.decode_tokens,
+            cached_tokens=c.get("cached", 0), admitted=c.get("admitted", 0),
+            finished=len(finished), preempted=c.get("preempted", 0),
+            evicted_tokens=c.get("evicted", 0), waiting=len(self.waiting),
+            running=len(self.running) + len(finished),
+            used_pages=self._used_pages_peak,
+        ))
+        return finished
+
+    def step(self, executor: Executor) -> BatchPlan:
+        """Schedule, execute, update: one iteration of continuous batching."""
+        plan = self.schedule()
+        result = executor.execute(plan)
+        self.update(plan, result)
+        return plan
+
+    def run(self, executor: Executor, max_steps: int = 1_000_000) -> Metrics:
+        """Step until every queued request finished."""
+        for _ in range(max_steps):
+            if not self.has_work():
+                return self.metrics
+            self.step(executor)
+        raise RuntimeError(f"router did not drain in {max_steps} steps")
+
+    # ------------------------------------------------------------------ helpers
+    def _pages_for(self, tokens: int) -> int:
+        return -(-tokens // self.page_size)
+
+    def _cache_size(self) -> int:
+        cache = _cache(self.mgr)
+        return int(cache.total_size()) if cache is not None else 0
+
+    def _reserve(self, req: Request, n: int, works: dict, copies: dict) -> bool:
+        before = self._cache_size()
+        try:
+            _, cp = self.mgr.reserve(req.rid, n)
+        except OutOfPagesError:
+            return False
+        self._step_counts["evicted"] += max(0, before - self._cache_size())
+        copies.setdefault(req.rid, []).extend((int(s), int(d)) for s, d in cp)
+        toks = req.tokens[req.num_computed : req.num_computed + n]
+        done = req.num_computed + n == len(req.tokens)
+        works[req.rid] = SeqWork(
+            rid=req.rid, tokens=toks.copy(), start_pos=req.num_computed,
+            slots=np.asarray(self.mgr.slots(req.rid), dtype=np.int64).copy(), sample=done,
+            temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+        )
+        return True
+
+    def _reserve_or_preempt(self, req: Request, n: int, works: dict, copies: dict) -> bool:
+        """Reserve n tokens for req, preempting the youngest running request without work
+        this step until it fits (possibly req itself). False if req was preempted."""
+        while True:
+            if self._reserve(req, n, works, copies):
+                return True
+            victims = [r for r in self.running if r.rid not in works]
+            victim = max(victims, key=lambda r: r.admit_order)
+            self._preempt(victim)
+            if victim is req:
+                return False
+
+    def _preempt(self, req: Request) -> None:
+        self._release(req)
+        req.state, req.num_computed, req.prefilling = "waiting", 0, True
+        req.preemptions += 1
+        self.metrics.requests[req.rid].preemptions += 1
+        self._step_counts["preempted"] += 1
+        self.waiting.append(req)
+
+    def _release(self, req: Request) -> None:
+        """Cache the computed tokens (full pages), unlock, release every page of req."""
+        self.mgr.free(req.rid, tokens=req.tokens[: req.num_computed], namespace=req.namespace)
+        if req in self.running:
+            self.running.remove(req)
+
+    def _match(self, req: Request):
+        toks = req.tokens
+        return self.mgr.match(toks[: len(toks) - 1], namespace=req.namespace)
+
+    def _promised_pages(self) -> int:
+        """Pages running prefills will still need after this step's reservations."""
+        total = 0
+        for r in self.running:
+            if r.prefilling:
+                held = self._pages_for(len(self.mgr.slots(r.rid)))
+                total += max(0, self._pages_for(len(r.tokens) + 1) - held)
+        return total
+
+    def _admit(self, budget: int, works: dict, copies: dict) -> None:
+        cands = []
+        for req in self.waiting:
+            m = self._match(req)
+            cands.append(Candidate(req.rid, req.seq, len(m), _node_path(m.node)))
+        inflight = _InFlight(self.defer_threshold) if self.defer_shared else None
+        if inflight is not None:
+            for r in self.running:
+                if r.prefilling:
+                    inflight.add(r)
+        for cand in self.policy(cands, self.rng):
+            if budget <= 0 or len(self.running) >= self.max_running:
+                break
+            req = self.requests[cand.rid]
+            m = self._match(req)
+            hit = len(m)
+            if inflight is not None and inflight.shares(req, hit):
+                continue
+            self.mgr.admit(req.rid, m)
+            need = self._pages_for(len(req.tokens) + 1) - hit // self.page_size
+            if self.mgr.available_pages() < need + self._promised_pages():
+                self.mgr.free(req.rid)
+                break
+            req.num_computed = hit
+            n = min(len(req.tokens) - hit, budget)
+            req.admit_order = self._admits
+            self.running.append(req)
+            if not self._reserve(req, n, works, copies):
+                self.running.remove(req)
+                req.num_computed = 0
+                self.mgr.free(req.rid)
+                break
+            self._admits += 1
+            budget -= n
+            self.waiting.remove(req)
+            req.state, req.prefilling, req.prefix_len = "running", True, hit
+            stats = self.metrics.requests[req.rid]
+            if stats.first_admit_s is None:
+                stats.first_admit_s = self.clock
+                stats.cached_tokens = hit
+                self._step_counts["cached"] += hit
+            else:
+                stats.recomputed_tokens += len(req.tokens) - hit
+            self._step_counts["admitted"] += 1
+            if inflight is not None:
+                inflight.add(req)
+
+
+class _InFlight:
+    """Prompts being prefilled now (SGLang's in-batch prefix check): a waiting request that
+    shares `threshold` or more uncached tokens with one of them waits a step, to find that
+    prefix in the cache instead of computing it a second time."""
+
+    def __init__(self, threshold: int) -> None:
+        from radixlab.tree import RadixTree
+
+        self.tree = RadixTree(page_size=1)
+        self.threshold = threshold
+
+    def add(self, req: Request) -> None:
+        toks = req.tokens
+        self.tree.insert(toks, np.zeros(len(toks), dtype=np.int64), namespace=req.namespace)
+
+    def shares(self, req: Request, cached: int) -> bool:
+        m = self.tree.match_prefix(req.tokens, namespace=req.namespace)
+        return len(m) - cached >= self.threshold
+
+
+def _allocator(mgr: Any) -> Any:
+    for name in ("allocator", "alloc", "_allocator"):
+        if hasattr(mgr, name):
+            return getattr(mgr, name)
+    raise AttributeError("KVCacheManager exposes no allocator")
+
+
+def _cache(mgr: Any) -> Any:
+    for name in ("prefix_cache", "tree", "cache_impl", "_cache"):
+        obj = getattr(mgr, name, None)
+        if obj is not None and hasattr(obj, "total_size"):
+            return obj
+    return None
+
+
+def drain(requests: Iterable[dict], router: Router, executor: Executor) -> Metrics:
+    """Queue plain request dicts (keyword arguments of `add_request`) and run to completion;
+    rejected requests are recorded in the metrics with their reason."""
+    for kw in requests:
+        try:
+            router.add_request(**kw)
+        except RequestRejected as exc:
+            rid = kw.get("rid", -1)
+            st = RequestStats(rid, len(kw.get("prompt", ())), router.clock, rejected=str(exc))
+            router.metrics.requests[rid] = st
+    return router.run(executor)
+
+
+def run_trace(
+    trace: Iterable[Any],
+    router: Router,
+    executor: Executor,
+    namespace_of: Any = None,
+    max_steps: int = 1_000_000,
+) -> Metrics:
+    """Replay a workload trace (`TraceRequest`s): a request joins the queue at its arrival time,
+    and not before its parent (the earlier turn it continues) has finished. When nothing runs,
+    the clock jumps to the next arrival. Rejected requests are recorded with their reason."""
+    pending = list(trace)
+    done: set[int] = set()
+    for _ in range(max_steps):
+        ready = []
+        for r in pending:
+            if r.arrival <= router.clock and (r.parent is None or r.parent in done):
+                ready.append(r)
+        for r in ready:
+            pending.remove(r)
+            try:
+                router.add_request(
+                    r.prompt_ids, r.max_new_tokens, rid=r.rid, arrival_s=max(r.arrival, 0.0),
+                    namespace=namespace_of(r) if namespace_of else None,
+                )
+            except RequestRejected as exc:
+                router.metrics.requests[r.rid] = RequestStats(
+                    r.rid, len(r.prompt_ids), router.clock, rejected=str(exc))
+                done.add(r.rid)
+        if router.has_work():
+            router.step(executor)
+            done.update(rid for rid, q in router.requests.items() if q.state == "finished")
+            continue
+        if not pending:
+            return router.metrics
+        waiting_on_time = [r.arrival for r in pending if r.parent is None or r.parent in done]
+        if not waiting_on_time:
+            raise RuntimeError("trace has requests whose parents never arrive")
+        router.clock = max(router.clock, min(waiting_on_time))
+    raise RuntimeError(f"trace did not finish in {max_steps} steps")
