@@ -42,8 +42,6 @@ def install_fingerprint() -> str:
 
 
 def ensure_venv() -> None:
-    if sys.version_info[:2] < (3, 11):
-        sys.exit(f"[course] Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
     if not PY.exists():
         say(f"creating virtual environment in {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
@@ -102,6 +100,8 @@ def test(args: list[str]) -> int:
 
 
 def main() -> int:
+    if sys.version_info < (3, 11):  # noqa: UP036 - the learner may run an older python3
+        sys.exit(f"[course] Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
     if len(sys.argv) < 2 or sys.argv[1] not in {"lab", "test", "setup"}:
         print(__doc__)
         print("usage: python3 course.py {lab|test|setup} [extra arguments]")
