@@ -1,0 +1,290 @@
+"""vLLM-style automatic prefix caching behind the `RadixTree` interface, and a cache-off stand-in.
+
+Every *full* block of `page_size` tokens gets a hash chained on its parent's hash, so one hash
+names a whole prefix; a dict maps hash -> cached block. Blocks nobody locks sit in an LRU queue
+and stay cached until memory is needed (lazy eviction). Children enter the queue before their
+parents, so the block evicted first is always a leaf and no cached block is ever orphaned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from radixlab.memory import as_token_array
+
+ROOT_HASH = b"radixlab-root"
+
+
+def block_hash(parent: bytes, tokens: np.ndarray, namespace: Hashable = None) -> bytes:
+    """Stable hash of one full block: (parent hash, token ids, namespace), blake2b-128."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(parent)
+    h.update(np.asarray(tokens, dtype=np.int64).tobytes())
+    h.update(repr(namespace).encode())
+    return h.digest()
+
+
+@dataclass(eq=False)
+class Block:
+    """One cached full block: its chained hash, the page holding its KV, its parent, lock count."""
+
+    hash: bytes
+    page: int
+    tokens: tuple[int, ...]
+    parent: Block | None
+    lock_ref: int = 0
+    children: int = 0
+    hits: int = 0
+
+
+@dataclass(eq=False)
+class BlockChain:
+    """The handle a match returns (the tree's `node`): the matched blocks, root first."""
+
+    blocks: tuple[Block, ...] = ()
+
+
+@dataclass
+class HashMatch:
+    """Same shape as `RadixTree`'s `MatchResult`: matched slots and a handle to lock."""
+
+    slots: np.ndarray
+    node: Any = field(default=None)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+
+class HashPrefixCache:
+    """Hash-chained full-block prefix cache with an LRU queue of unlocked blocks."""
+
+    def __init__(self, page_size: int = 16) -> None:
+        if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
+            raise ValueError(f"page_size must be an integer, got {page_size!r}")
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        self.page_size = int(page_size)
+        self._blocks: dict[bytes, Block] = {}
+        self._lru: OrderedDict[bytes, Block] = OrderedDict()
+        self._pages: set[int] = set()
+        self.hash_calls = 0
+
+    def _hashes(self, tokens: np.ndarray, namespace: Hashable) -> list[bytes]:
+        """Chained hashes of the full blocks of tokens, computed until the first miss."""
+        out: list[bytes] = []
+        parent = ROOT_HASH
+        for start in range(0, len(tokens) - self.page_size + 1, self.page_size):
+            parent = block_hash(parent, tokens[start : start + self.page_size], namespace)
+            self.hash_calls += 1
+            out.append(parent)
+            if parent not in self._blocks:
+                break
+        return out
+
+    def _touch(self, chain: list[Block]) -> None:
+        """Move unlocked blocks of a chain to the LRU tail, deepest first (children go first)."""
+        for b in reversed(chain):
+            if b.lock_ref == 0:
+                self._lru.pop(b.hash, None)
+                self._lru[b.hash] = b
+
+    def match_prefix(self, tokens: Iterable[int], namespace: Hashable = None) -> HashMatch:
+        """Longest run of cached full blocks from the start; returns their slots and a handle."""
+        tokens = as_token_array(tokens)
+        chain = []
+        for h in self._hashes(tokens, namespace):
+            b = self._blocks.get(h)
+            if b is None:
+                break
+            chain.append(b)
+        for b in chain:
+            b.hits += 1
+        self._touch(chain)
+        return HashMatch(self._slots(chain), BlockChain(tuple(chain)))
+
+    def _slots(self, chain: list[Block]) -> np.ndarray:
+        if not chain:
+            return np.zeros(0, dtype=np.int64)
+        pages = np.array([b.page for b in chain], dtype=np.int64)
+        return (pages[:, None] * self.page_size + np.arange(self.page_size)).reshape(-1)
+
+    def insert(
+        self, tokens: Iterable[int], slots: Iterable[int], namespace: Hashable = None
+    ) -> int:
+        """Cache the full blocks of tokens (slots name pages); returns tokens cached before."""
+        tokens = as_token_array(tokens)
+        slots = np.asarray(slots if isinstance(slots, np.ndarray) else list(slots), dtype=np.int64)
+        if slots.shape != tokens.shape:
+            raise ValueError(f"{len(tokens)} tokens but {len(slots)} slots")
+        ps = self.page_size
+        n_full = len(tokens) // ps
+        runs = slots[: n_full * ps].reshape(n_full, ps)
+        aligned = runs == (runs[:, :1] // ps) * ps + np.arange(ps)
+        if not aligned.all():
+            raise ValueError(f"slots of a full block must be one whole page, got {slots.tolist()}")
+        chain: list[Block] = []
+        new: list[tuple[bytes, int, tuple[int, ...]]] = []
+        parent = ROOT_HASH
+        cached = 0
+        for i in range(n_full):
+            block_tokens = tokens[i * ps : (i + 1) * ps]
+            parent = block_hash(parent, block_tokens, namespace)
+            self.hash_calls += 1
+            hit = self._blocks.get(parent)
+            if hit is not None and not new:
+                chain.append(hit)
+                cached += ps
+            else:
+                new.append((parent, int(runs[i, 0]) // ps, tuple(block_tokens.tolist())))
+        pages = [p for _, p, _ in new]
+        if len(set(pages)) != len(pages) or self._pages.intersection(pages):
+            raise ValueError(f"pages {pages} are already cached or repeated")
+        for h, page, toks in new:
+            b = Block(h, page, toks, chain[-1] if chain else None)
+            if b.parent is not None:
+                b.parent.children += 1
+            self._blocks[h] = b
+            self._pages.add(page)
+            chain.append(b)
+        self._touch(chain)
+        return cached
+
+    def inc_lock_ref(self, node: BlockChain | None) -> None:
+        """Lock every block of a matched chain: it leaves the LRU queue."""
+        for b in node.blocks if node is not None else ():
+            if b.lock_ref == 0:
+                self._lru.pop(b.hash, None)
+            b.lock_ref += 1
+
+    def dec_lock_ref(self, node: BlockChain | None) -> None:
+        """Unlock a chain; blocks reaching 0 join the LRU tail, deepest first."""
+        blocks = node.blocks if node is not None else ()
+        for b in blocks:
+            if b.lock_ref <= 0:
+                raise ValueError(f"block on page {b.page} is not locked")
+        for b in reversed(blocks):
+            b.lock_ref -= 1
+            if b.lock_ref == 0:
+                self._lru[b.hash] = b
+
+    def evict(self, num_tokens: int) -> np.ndarray:
+        """Drop least recently used unlocked blocks until num_tokens are freed; returns slots."""
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, np.integer)):
+            raise ValueError(f"num_tokens must be an integer, got {num_tokens!r}")
+        if num_tokens < 0:
+            raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+        freed: list[Block] = []
+        while len(freed) * self.page_size < num_tokens and self._lru:
+            _, b = self._lru.popitem(last=False)
+            assert b.children == 0, "LRU order broken: evicting a block with cached children"
+            del self._blocks[b.hash]
+            self._pages.discard(b.page)
+            if b.parent is not None:
+                b.parent.children -= 1
+            freed.append(b)
+        return self._slots(freed)
+
+    def evictable_size(self) -> int:
+        return len(self._lru) * self.page_size
+
+    def protected_size(self) -> int:
+        return (len(self._blocks) - len(self._lru)) * self.page_size
+
+    def total_size(self) -> int:
+        return len(self._blocks) * self.page_size
+
+    def num_blocks(self) -> int:
+        return len(self._blocks)
+
+    def export(self) -> dict[str, Any]:
+        """Plain data for pictures: one dict per cached block, in LRU-then-locked order."""
+        ids = {b.hash: i for i, b in enumerate(self._blocks.values())}
+        return {
+            "page_size": self.page_size,
+            "blocks": [
+                {
+                    "id": ids[b.hash],
+                    "hash": b.hash.hex()[:8],
+                    "page": b.page,
+                    "tokens": list(b.tokens),
+                    "parent": None if b.parent is None else ids[b.parent.hash],
+                    "lock_ref": b.lock_ref,
+                }
+                for b in self._blocks.values()
+            ],
+            "lru": [ids[h] for h in self._lru],
+        }
+
+    def pretty_print(self) -> str:
+        """One line per block: short hash, parent hash, page, tokens, lock."""
+        lines = []
+        for b in self._blocks.values():
+            parent = b.parent.hash.hex()[:8] if b.parent else "root    "
+            head = f"{b.hash.hex()[:8]} <- {parent} page {b.page:3d} lock {b.lock_ref}"
+            lines.append(f"{head} {list(b.tokens)}")
+        return "\n".join(lines)
+
+    def check_invariants(self) -> None:
+        """LRU holds exactly the unlocked blocks; parents are cached; children counts are right."""
+        unlocked = {h for h, b in self._blocks.items() if b.lock_ref == 0}
+        assert unlocked == set(self._lru), "LRU queue != unlocked blocks"
+        kids: dict[bytes, int] = {h: 0 for h in self._blocks}
+        for b in self._blocks.values():
+            if b.parent is not None:
+                assert b.parent.hash in self._blocks, "orphaned block"
+                assert b.parent.lock_ref >= b.lock_ref, "child locked more than its parent"
+                kids[b.parent.hash] += 1
+        for h, b in self._blocks.items():
+            assert kids[h] == b.children, "children count wrong"
+        pos = {h: i for i, h in enumerate(self._lru)}
+        for h, b in self._lru.items():
+            if b.parent is not None and b.parent.hash in pos:
+                assert pos[b.parent.hash] > pos[h], "parent before child in the LRU queue"
+
+
+class NoPrefixCache:
+    """The cache turned off: nothing is ever matched or stored."""
+
+    def __init__(self, page_size: int = 1) -> None:
+        if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
+            raise ValueError(f"page_size must be an integer, got {page_size!r}")
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        self.page_size = int(page_size)
+
+    def match_prefix(self, tokens: Iterable[int], namespace: Hashable = None) -> HashMatch:
+        as_token_array(tokens)
+        return HashMatch(np.zeros(0, dtype=np.int64), None)
+
+    def insert(
+        self, tokens: Iterable[int], slots: Iterable[int], namespace: Hashable = None
+    ) -> int:
+        tokens = as_token_array(tokens)
+        slots = np.asarray(slots if isinstance(slots, np.ndarray) else list(slots))
+        if len(slots) != len(tokens):
+            raise ValueError(f"{len(tokens)} tokens but {len(slots)} slots")
+        return 0
+
+    def inc_lock_ref(self, node: Any) -> None:
+        return None
+
+    def dec_lock_ref(self, node: Any) -> None:
+        return None
+
+    def evict(self, num_tokens: int) -> np.ndarray:
+        return np.zeros(0, dtype=np.int64)
+
+    def evictable_size(self) -> int:
+        return 0
+
+    def protected_size(self) -> int:
+        return 0
+
+    def total_size(self) -> int:
+        return 0

@@ -1,0 +1,621 @@
+"""Paged KV memory: the pool tensors, a refcounting page allocator, page tables, copy-on-write.
+
+Ownership is counted in *holders* (docs/architecture.md): the prefix cache holds each page it
+stores once, and every running request holds each page of its page table once. A page is free
+iff nobody holds it. Full pages are immutable; only a request's partly filled last page is ever
+written, and it is copied first when somebody else holds it too (copy-on-write).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class OutOfPagesError(RuntimeError):
+    """Not enough free pages; raised before any state changes, so the caller can wait or evict."""
+
+    def __init__(self, requested: int, available: int) -> None:
+        super().__init__(f"out of KV pages: requested {requested}, available {available}")
+        self.requested = int(requested)
+        self.available = int(available)
+
+
+def as_token_array(tokens: Iterable[int], vocab_size: int | None = None) -> np.ndarray:
+    """Validate token ids (ints, >= 0, < vocab_size when known) and return them as np.int64."""
+    arr = np.asarray(list(tokens) if not isinstance(tokens, np.ndarray) else tokens)
+    if arr.ndim != 1:
+        raise ValueError(f"token ids must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
+        bad = next((t for t in arr.tolist() if not isinstance(t, (int, np.integer))), arr[0])
+        raise ValueError(f"token ids must be integers, got {bad!r}")
+    arr = arr.astype(np.int64)
+    if (arr < 0).any():
+        raise ValueError(f"token ids must be >= 0, got {int(arr[arr < 0][0])}")
+    if vocab_size is not None and (arr >= vocab_size).any():
+        raise ValueError(f"token id {int(arr[arr >= vocab_size][0])} >= vocab_size {vocab_size}")
+    return arr
+
+
+def _as_pages(pages: Iterable[int] | int, num_pages: int) -> np.ndarray:
+    """Validate page ids against the pool and return them as np.int64."""
+    arr = np.atleast_1d(np.asarray(pages if not isinstance(pages, (list, tuple)) else list(pages)))
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"page ids must be a 1-D sequence of integers, got {pages!r}")
+    arr = arr.astype(np.int64)
+    bad = arr[(arr < 0) | (arr >= num_pages)]
+    if bad.size:
+        raise ValueError(f"unknown page {int(bad[0])} (pool has pages 0..{num_pages - 1})")
+    return arr
+
+
+def _check_count(name: str, n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {n!r}")
+    return int(n)
+
+
+class PageAllocator:
+    """Free list (lowest page first) plus one refcount per page: alloc, share, release."""
+
+    def __init__(self, num_pages: int) -> None:
+        if isinstance(num_pages, bool) or not isinstance(num_pages, (int, np.integer)):
+            raise ValueError(f"num_pages must be an integer, got {num_pages!r}")
+        if num_pages < 1:
+            raise ValueError(f"num_pages must be >= 1, got {num_pages}")
+        self.num_pages = int(num_pages)
+        self._ref = np.zeros(self.num_pages, dtype=np.int64)
+        self._free = list(range(self.num_pages))
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_pages - len(self._free)
+
+    def refcount(self, page: int) -> int:
+        """How many holders the page has (0 = free)."""
+        return int(self._ref[_as_pages([page], self.num_pages)[0]])
+
+    def refcounts(self) -> np.ndarray:
+        """A copy of all refcounts, indexed by page."""
+        return self._ref.copy()
+
+    def free_pages(self) -> np.ndarray:
+        """The free pages, sorted."""
+        return np.array(sorted(self._free), dtype=np.int64)
+
+    def alloc(self, n: int) -> np.ndarray:
+        """Take n free pages (lowest ids first), each with refcount 1."""
+        n = _check_count("n", n)
+        if n > len(self._free):
+            raise OutOfPagesError(n, len(self._free))
+        pages = np.array([heapq.heappop(self._free) for _ in range(n)], dtype=np.int64)
+        self._ref[pages] = 1
+        return pages
+
+    def share(self, pages: Iterable[int]) -> None:
+        """Add one holder to each page; every page must already be held (not free)."""
+        arr = _as_pages(pages, self.num_pages)
+        free = arr[self._ref[arr] == 0]
+        if free.size:
+            raise ValueError(f"cannot share page {int(free[0])}: it is free")
+        np.add.at(self._ref, arr, 1)
+
+    def release(self, pages: Iterable[int]) -> np.ndarray:
+        """Drop one holder per listed page; pages reaching 0 go back on the free list (returned)."""
+        arr = _as_pages(pages, self.num_pages)
+        counts = Counter(arr.tolist())
+        for page, c in counts.items():
+            if self._ref[page] == 0:
+                raise ValueError(f"double free: page {page} is already free")
+            if self._ref[page] < c:
+                raise ValueError(
+                    f"double free: page {page} released {c} times but has refcount "
+                    f"{int(self._ref[page])}"
+                )
+        freed = []
+        for page, c in counts.items():
+            self._ref[page] -= c
+            if self._ref[page] == 0:
+                heapq.heappush(self._free, page)
+                freed.append(page)
+        return np.array(sorted(freed), dtype=np.int64)
+
+
+class KVPool:
+    """Preallocated K and V tensors per layer, shaped [num_pages, page_size, kv_heads, head_dim]."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        page_size: int,
+        num_pages: int,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        for name, value in [
+            ("num_layers", num_layers),
+            ("num_kv_heads", num_kv_heads),
+            ("head_dim", head_dim),
+            ("page_size", page_size),
+            ("num_pages", num_pages),
+        ]:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self.num_layers = int(num_layers)
+        self.num_kv_heads = int(num_kv_heads)
+        self.head_dim = int(head_dim)
+        self.page_size = int(page_size)
+        self.num_pages = int(num_pages)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        shape = (self.num_pages, self.page_size, self.num_kv_heads, self.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+
+    @staticmethod
+    def page_bytes_for(
+        num_layers: int, num_kv_heads: int, head_dim: int, page_size: int, dtype: torch.dtype
+    ) -> int:
+        """Bytes of one page across all layers, K and V."""
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        return 2 * num_layers * page_size * num_kv_heads * head_dim * itemsize
+
+    @classmethod
+    def from_config(
+        cls,
+        hf_config: Any,
+        page_size: int = 16,
+        pool_tokens: int | None = None,
+        pool_bytes: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+    ) -> KVPool:
+        """Size a pool for a Hugging Face config, by tokens or by bytes (exactly one of them)."""
+        if (pool_tokens is None) == (pool_bytes is None):
+            raise ValueError(
+                "give exactly one of pool_tokens / pool_bytes, "
+                f"got {pool_tokens!r} / {pool_bytes!r}"
+            )
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be an integer >= 1, got {page_size!r}")
+        num_layers, kv_heads, head_dim, cfg_dtype = config_kv_shape(hf_config)
+        dtype = dtype or cfg_dtype
+        if pool_tokens is not None:
+            num_pages = _check_count("pool_tokens", pool_tokens) // page_size
+            if num_pages < 1:
+                raise ValueError(f"pool_tokens={pool_tokens} is less than one page ({page_size})")
+        else:
+            per_page = cls.page_bytes_for(num_layers, kv_heads, head_dim, page_size, dtype)
+            num_pages = _check_count("pool_bytes", pool_bytes) // per_page
+            if num_pages < 1:
+                raise ValueError(f"pool_bytes={pool_bytes} is less than one page ({per_page} B)")
+        return cls(num_layers, kv_heads, head_dim, page_size, num_pages, dtype=dtype, device=device)
+
+    @property
+    def num_slots(self) -> int:
+        return self.num_pages * self.page_size
+
+    @property
+    def bytes_per_token(self) -> int:
+        return self.page_bytes_for(
+            self.num_layers, self.num_kv_heads, self.head_dim, 1, self.dtype
+        )
+
+    @property
+    def bytes_per_page(self) -> int:
+        return self.bytes_per_token * self.page_size
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bytes_per_page * self.num_pages
+
+    def k_slots(self, layer: int) -> torch.Tensor:
+        """K of one layer as a flat view [num_slots, kv_heads, head_dim] indexed by slot."""
+        return self.k[layer].view(self.num_slots, self.num_kv_heads, self.head_dim)
+
+    def v_slots(self, layer: int) -> torch.Tensor:
+        """V of one layer as a flat view [num_slots, kv_heads, head_dim] indexed by slot."""
+        return self.v[layer].view(self.num_slots, self.num_kv_heads, self.head_dim)
+
+    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v [n, kv_heads, head_dim] at the given slots of one layer."""
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer {layer} out of range 0..{self.num_layers - 1}")
+        slots = torch.as_tensor(slots, dtype=torch.long, device=self.device).reshape(-1)
+        want = (slots.numel(), self.num_kv_heads, self.head_dim)
+        if tuple(k.shape) != want or tuple(v.shape) != want:
+            raise ValueError(f"k/v must have shape {want}, got {tuple(k.shape)} / {tuple(v.shape)}")
+        if slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= self.num_slots):
+            bad = slots[(slots < 0) | (slots >= self.num_slots)][0]
+            raise ValueError(f"slot {int(bad)} out of range 0..{self.num_slots - 1}")
+        self.k_slots(layer)[slots] = k.to(self.dtype)
+        self.v_slots(layer)[slots] = v.to(self.dtype)
+
+    def copy_pages(self, src_pages: Sequence[int], dst_pages: Sequence[int]) -> None:
+        """Copy whole pages src -> dst in every layer, K and V (the copy in copy-on-write)."""
+        src = _as_pages(src_pages, self.num_pages)
+        dst = _as_pages(dst_pages, self.num_pages)
+        if src.shape != dst.shape:
+            raise ValueError(f"src and dst differ in length: {src.size} vs {dst.size}")
+        if len(set(dst.tolist())) != dst.size:
+            raise ValueError(f"duplicate destination pages: {dst.tolist()}")
+        if src.size == 0:
+            return
+        s = torch.as_tensor(src, device=self.device)
+        d = torch.as_tensor(dst, device=self.device)
+        for layer in range(self.num_layers):
+            self.k[layer][d] = self.k[layer][s].clone()
+            self.v[layer][d] = self.v[layer][s].clone()
+
+
+def config_kv_shape(hf_config: Any) -> tuple[int, int, int, torch.dtype]:
+    """(num_layers, num_kv_heads, head_dim, dtype) of a Hugging Face causal-LM config."""
+    layers = int(hf_config.num_hidden_layers)
+    heads = int(hf_config.num_attention_heads)
+    kv_heads = int(getattr(hf_config, "num_key_value_heads", None) or heads)
+    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
+    dtype = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""), None)
+    if not isinstance(dtype, torch.dtype):
+        dtype = torch.float32
+    return layers, kv_heads, int(head_dim), dtype
+
+
+def pages_to_slots(pages: Sequence[int], page_size: int, length: int | None = None) -> np.ndarray:
+    """Slots of the given pages in order (page * page_size + offset), cut to `length` tokens."""
+    pages = np.asarray(pages, dtype=np.int64)
+    slots = (pages[:, None] * page_size + np.arange(page_size, dtype=np.int64)).reshape(-1)
+    return slots if length is None else slots[:length]
+
+
+def slots_to_pages(slots: np.ndarray, page_size: int) -> np.ndarray:
+    """The page of each page-aligned run of slots (validates alignment and contiguity)."""
+    slots = np.asarray(slots, dtype=np.int64)
+    if slots.size % page_size:
+        raise ValueError(f"{slots.size} slots are not a whole number of pages of {page_size}")
+    runs = slots.reshape(-1, page_size)
+    pages = runs[:, 0] // page_size
+    if (runs != pages[:, None] * page_size + np.arange(page_size)).any():
+        raise ValueError(f"slots {slots.tolist()[:16]} are not whole pages of size {page_size}")
+    return pages
+
+
+class BlockTables:
+    """Per-request page tables (vLLM block tables) and the request-to-token view (SGLang).
+
+    Each request holds every page of its table once. `append` grows a request and returns the
+    copy-on-write copies the executor must do before writing.
+    """
+
+    def __init__(self, allocator: PageAllocator, page_size: int) -> None:
+        if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
+            raise ValueError(f"page_size must be an integer, got {page_size!r}")
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        self.allocator = allocator
+        self.page_size = int(page_size)
+        self._pages: dict[Hashable, list[int]] = {}
+        self._len: dict[Hashable, int] = {}
+
+    def __contains__(self, rid: Hashable) -> bool:
+        return rid in self._pages
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def rids(self) -> list[Hashable]:
+        return list(self._pages)
+
+    def _get(self, rid: Hashable) -> list[int]:
+        if rid not in self._pages:
+            raise KeyError(f"unknown request {rid!r}")
+        return self._pages[rid]
+
+    def pages(self, rid: Hashable) -> np.ndarray:
+        """rid's page table: the page holding positions [i*page_size, (i+1)*page_size)."""
+        return np.array(self._get(rid), dtype=np.int64)
+
+    def length(self, rid: Hashable) -> int:
+        """Tokens rid has room for (written or reserved)."""
+        self._get(rid)
+        return self._len[rid]
+
+    def slots(self, rid: Hashable) -> np.ndarray:
+        """All slots of rid, positions 0..length-1 (one row of SGLang's req_to_token)."""
+        return pages_to_slots(self._get(rid), self.page_size, self._len[rid])
+
+    def req_to_token(self, rids: Sequence[Hashable], pad: int = 0) -> torch.Tensor:
+        """A padded LongTensor [len(rids), max_len] of slots, for the data plane."""
+        rows = [self.slots(r) for r in rids]
+        width = max((len(r) for r in rows), default=0)
+        out = torch.full((len(rows), width), pad, dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.as_tensor(r)
+        return out
+
+    def add(self, rid: Hashable, pages: Sequence[int] = (), length: int = 0) -> None:
+        """Start rid's table with already-held pages (rid takes its own hold on each)."""
+        if rid in self._pages:
+            raise ValueError(f"request {rid!r} already has a page table")
+        pages = _as_pages(list(pages), self.allocator.num_pages)
+        length = _check_count("length", length)
+        if -(-length // self.page_size) != len(pages):
+            raise ValueError(f"length {length} does not fit {len(pages)} pages")
+        self.allocator.share(pages)
+        self._pages[rid] = pages.tolist()
+        self._len[rid] = length
+
+    def plan_append(self, rid: Hashable, n: int) -> tuple[int, bool]:
+        """(pages to allocate, whether the last page must be copied first) for n more tokens."""
+        pages = self._get(rid)
+        n = _check_count("n", n)
+        length = self._len[rid]
+        if n == 0:
+            return 0, False
+        cow = length % self.page_size != 0 and self.allocator.refcount(pages[-1]) > 1
+        grow = -(-(length + n) // self.page_size) - len(pages)
+        return grow + int(cow), cow
+
+    def append(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Room for n more tokens: (their slots, copy-on-write copies to do before writing)."""
+        needed, cow = self.plan_append(rid, n)
+        new = self.allocator.alloc(needed)  # raises OutOfPagesError before any change
+        pages = self._pages[rid]
+        copies: list[tuple[int, int]] = []
+        if cow:
+            src, dst = pages[-1], int(new[0])
+            self.allocator.release([src])
+            pages[-1] = dst
+            copies.append((src, dst))
+            new = new[1:]
+        pages.extend(int(p) for p in new)
+        start = self._len[rid]
+        self._len[rid] = start + n
+        return pages_to_slots(pages, self.page_size, start + n)[start:], copies
+
+    def fork(self, rid: Hashable, new_rid: Hashable) -> None:
+        """new_rid shares every page of rid; the first write into a shared partial page copies."""
+        pages = self._get(rid)
+        if new_rid in self._pages:
+            raise ValueError(f"request {new_rid!r} already has a page table")
+        self.allocator.share(pages)
+        self._pages[new_rid] = list(pages)
+        self._len[new_rid] = self._len[rid]
+
+    def replace(self, rid: Hashable, index: int, page: int) -> None:
+        """Point entry `index` of rid's table at another held page (a deduplicated copy)."""
+        pages = self._get(rid)
+        old = pages[index]
+        if old == page:
+            return
+        self.allocator.share([page])
+        self.allocator.release([old])
+        pages[index] = int(page)
+
+    def remove(self, rid: Hashable) -> np.ndarray:
+        """Drop rid and its holds; returns the pages that became free."""
+        pages = self._get(rid)
+        freed = self.allocator.release(pages)
+        del self._pages[rid], self._len[rid]
+        return freed
+
+    def holds(self) -> Counter:
+        """How many request holds each page has."""
+        c: Counter = Counter()
+        for pages in self._pages.values():
+            c.update(pages)
+        return c
+
+
+class KVCacheManager:
+    """The router's one handle on memory: prefix cache + allocator + page tables + locks.
+
+    `cache` is a `RadixTree`, `HashPrefixCache` or `NoPrefixCache` (same methods). The cache
+    holds one reference on every page it stores; each request holds each page of its table and
+    locks the cached prefix it uses so that prefix cannot be evicted under it.
+    """
+
+    def __init__(
+        self,
+        allocator: PageAllocator,
+        page_size: int,
+        cache: Any,
+        *,
+        bytes_per_token: int | None = None,
+    ) -> None:
+        cache_ps = getattr(cache, "page_size", page_size)
+        if cache_ps != page_size:
+            raise ValueError(f"cache page_size {cache_ps} != manager page_size {page_size}")
+        self.allocator = allocator
+        self.tables = BlockTables(allocator, page_size)
+        self.page_size = self.tables.page_size
+        self.prefix_cache = cache
+        self.bytes_per_token = bytes_per_token
+        self._lock: dict[Hashable, Any] = {}
+        self._cache_pages: set[int] = set()
+
+    # -- requests -------------------------------------------------------------------------
+    def match(self, tokens: Iterable[int], namespace: Hashable = None) -> Any:
+        """Longest cached prefix of tokens (page-aligned); no holds are taken yet."""
+        return self.prefix_cache.match_prefix(as_token_array(tokens), namespace=namespace)
+
+    def admit(self, rid: Hashable, m: Any) -> None:
+        """Start rid with the matched pages (shared, not copied) and lock the match."""
+        if rid in self.tables:
+            raise ValueError(f"request {rid!r} is already admitted")
+        slots = np.asarray(m.slots, dtype=np.int64)
+        pages = slots_to_pages(slots, self.page_size)
+        missing = [p for p in pages.tolist() if p not in self._cache_pages]
+        if missing:
+            raise ValueError(f"match refers to page {missing[0]}, which the cache does not hold")
+        self.tables.add(rid, pages, len(slots))
+        self.prefix_cache.inc_lock_ref(m.node)
+        self._lock[rid] = m.node
+
+    def plan(self, rid: Hashable, n: int) -> int:
+        """Pages reserve(rid, n) would take (new pages plus a copy-on-write copy)."""
+        return self.tables.plan_append(rid, n)[0]
+
+    def reserve(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Room for n more tokens: (new slots, copies). Evicts unlocked cache entries when short."""
+        needed = self.plan(rid, n)
+        free = self.allocator.num_free
+        if needed > free + self.evictable_pages():
+            raise OutOfPagesError(needed, free + self.evictable_pages())
+        while self.allocator.num_free < needed and self.prefix_cache.evictable_size() > 0:
+            if self._evict_pages(needed - self.allocator.num_free) == 0:
+                break
+        if self.allocator.num_free < needed:
+            raise OutOfPagesError(needed, self.allocator.num_free)
+        return self.tables.append(rid, n)
+
+    def slots(self, rid: Hashable) -> np.ndarray:
+        """All slots of rid, positions 0..len-1."""
+        return self.tables.slots(rid)
+
+    def pages(self, rid: Hashable) -> np.ndarray:
+        """rid's page table."""
+        return self.tables.pages(rid)
+
+    def length(self, rid: Hashable) -> int:
+        return self.tables.length(rid)
+
+    def fork(self, rid: Hashable, new_rid: Hashable) -> None:
+        """new_rid shares every page of rid and locks the same prefix (call after rid's writes)."""
+        self.tables.fork(rid, new_rid)
+        self.prefix_cache.inc_lock_ref(self._lock[rid])
+        self._lock[new_rid] = self._lock[rid]
+
+    def cache(self, rid: Hashable, tokens: Iterable[int], namespace: Hashable = None) -> int:
+        """Insert rid's full pages under `tokens` now (chunked prefill), relock; returns cached."""
+        tokens = as_token_array(tokens)
+        length = self.tables.length(rid)
+        if len(tokens) > length:
+            raise ValueError(f"{len(tokens)} tokens given but request {rid!r} holds {length}")
+        full = len(tokens) // self.page_size * self.page_size
+        if full == 0:
+            return 0
+        key = tokens[:full]
+        self.prefix_cache.insert(key, self.tables.slots(rid)[:full], namespace=namespace)
+        m = self.prefix_cache.match_prefix(key, namespace=namespace)
+        cache_pages = slots_to_pages(np.asarray(m.slots, dtype=np.int64), self.page_size)
+        own = self.tables.pages(rid)
+        for i, page in enumerate(cache_pages.tolist()):
+            if page in self._cache_pages:
+                self.tables.replace(rid, i, page)
+            elif page == own[i]:
+                self.allocator.share([page])
+                self._cache_pages.add(page)
+            else:
+                raise AssertionError(f"cache returned page {page} that it was never given")
+        self.prefix_cache.inc_lock_ref(m.node)
+        self.prefix_cache.dec_lock_ref(self._lock[rid])
+        self._lock[rid] = m.node
+        return len(m)
+
+    def free(
+        self, rid: Hashable, tokens: Iterable[int] | None = None, namespace: Hashable = None
+    ) -> np.ndarray:
+        """Optionally insert rid's full pages, then unlock and release everything rid held."""
+        if rid not in self.tables:
+            raise KeyError(f"unknown request {rid!r}")
+        if tokens is not None:
+            self.cache(rid, tokens, namespace)
+        self.prefix_cache.dec_lock_ref(self._lock.pop(rid))
+        return self.tables.remove(rid)
+
+    # -- cache ----------------------------------------------------------------------------
+    def evict(self, num_pages: int) -> int:
+        """Ask the cache to let go of at least num_pages unlocked pages; returns pages freed."""
+        num_pages = _check_count("num_pages", num_pages)
+        before = self.allocator.num_free
+        if num_pages:
+            self._evict_pages(num_pages)
+        return self.allocator.num_free - before
+
+    def _evict_pages(self, num_pages: int) -> int:
+        freed = self.prefix_cache.evict(num_pages * self.page_size)
+        freed_slots = np.asarray(freed, dtype=np.int64)
+        pages = np.unique(freed_slots // self.page_size)
+        self.allocator.release(pages)
+        self._cache_pages.difference_update(pages.tolist())
+        return len(pages)
+
+    def evictable_pages(self) -> int:
+        return int(self.prefix_cache.evictable_size()) // self.page_size
+
+    def protected_pages(self) -> int:
+        return int(self.prefix_cache.protected_size()) // self.page_size
+
+    def available_pages(self) -> int:
+        """Pages a reservation can get: free now plus unlocked cached pages."""
+        return self.allocator.num_free + self.evictable_pages()
+
+    def cached_pages(self) -> np.ndarray:
+        """Pages the prefix cache holds, sorted."""
+        return np.array(sorted(self._cache_pages), dtype=np.int64)
+
+    # -- accounting -----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Used/free/evictable/protected pages, and what sharing saves (pages, bytes, %)."""
+        holds = self.tables.holds()
+        logical = sum(len(self.tables.pages(r)) for r in self.tables.rids())
+        physical = len(holds)
+        saved = logical - physical
+        page_bytes = None if self.bytes_per_token is None else self.bytes_per_token * self.page_size
+        return {
+            "pages": self.allocator.num_pages,
+            "used": self.allocator.num_used,
+            "free": self.allocator.num_free,
+            "cached": len(self._cache_pages),
+            "evictable": self.evictable_pages(),
+            "protected": self.protected_pages(),
+            "requests": len(self.tables),
+            "logical_pages": logical,
+            "physical_pages": physical,
+            "saved_pages": saved,
+            "saved_bytes": None if page_bytes is None else saved * page_bytes,
+            "saved_pct": 100.0 * saved / logical if logical else 0.0,
+            "sharing_ratio": logical / physical if physical else 1.0,
+        }
+
+    def check_invariants(self) -> None:
+        """Refcounts == holders (cache + request tables); free list == pages with refcount 0."""
+        ref = self.allocator.refcounts()
+        holders = np.zeros_like(ref)
+        for page, c in self.tables.holds().items():
+            holders[page] += c
+        for page in self._cache_pages:
+            holders[page] += 1
+        bad = np.nonzero(ref != holders)[0]
+        if bad.size:
+            p = int(bad[0])
+            raise AssertionError(f"page {p}: refcount {int(ref[p])} but {int(holders[p])} holders")
+        free = set(self.allocator.free_pages().tolist())
+        zero = set(np.nonzero(ref == 0)[0].tolist())
+        if free != zero:
+            raise AssertionError(f"free list {sorted(free)} != refcount-0 pages {sorted(zero)}")
+        total = int(self.prefix_cache.total_size())
+        if total != len(self._cache_pages) * self.page_size:
+            raise AssertionError(
+                f"cache holds {total} tokens but the manager counts {len(self._cache_pages)} pages"
+            )
+        ev, pr = int(self.prefix_cache.evictable_size()), int(self.prefix_cache.protected_size())
+        if ev + pr != total:
+            raise AssertionError(f"evictable {ev} + protected {pr} != total {total}")
