@@ -1,0 +1,500 @@
+"""A compressed radix tree over token ids: the prefix cache behind RadixAttention.
+
+Semantics follow SGLang's `RadixCache`:
+
+- Each edge (a node's `key`) is a run of token ids; its `value` holds the KV slots of those tokens.
+  Children are keyed by their first page of tokens (a tuple of `page_size` ids, or one int when
+  `page_size == 1`); children of the root are keyed by `(namespace, first page)` so identical
+  tokens in different namespaces (e.g. LoRA adapters) never share.
+- `match_prefix` returns the slots of the longest cached prefix, cut to whole pages. A match that
+  ends inside an edge splits that edge, so the returned node covers the match exactly.
+- `insert` stores only whole pages and returns how many leading tokens were already cached: the
+  caller owns (and frees) its own slots for those tokens and for the trailing partial page.
+- Slot arrays are copied once on insert; a split slices them (numpy views, no copy), so a node's
+  `value` may be a view into the array stored by an earlier insert. Never write into `value`.
+- Lock references run from a node to the root. Locked tokens count as `protected_size()`, the
+  rest as `evictable_size()`; both are kept exact.
+- `evict(n)` frees whole unlocked leaves, least recently used first (or least frequently used,
+  ties broken by LRU), until at least `n` tokens are freed; a parent that becomes an unlocked
+  leaf becomes a candidate in the same call.
+- Time is a logical clock (one tick per match/insert), and node ids come from a counter, so every
+  dump is deterministic.
+
+What stays compressed: a tree built only by `insert` has no non-root node with exactly one child.
+Two operations can leave such a node, exactly as in SGLang: a `match_prefix` that ends inside an
+edge (the split exposes the boundary the caller is about to lock or extend), and `evict` removing
+one of two children. Siblings always differ in their first page, every edge is a non-empty whole
+number of pages, and a node's lock count is at least the sum of its children's
+(`check_invariants` verifies all of this).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+EVICTION_POLICIES = ("lru", "lfu")
+_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY.flags.writeable = False
+
+
+class TreeNode:
+    """One edge of the tree: `key` (token ids) and `value` (their slots), plus bookkeeping."""
+
+    __slots__ = (
+        "id", "key", "value", "children", "parent", "lock_ref", "last_access", "hit_count",
+        "namespace", "evicted",
+    )
+
+    def __init__(self, node_id: int, key: np.ndarray, value: np.ndarray,
+                 parent: TreeNode | None, namespace: Hashable = None) -> None:
+        self.id = node_id
+        self.key = key
+        self.value = value
+        self.children: dict[Any, TreeNode] = {}
+        self.parent = parent
+        self.lock_ref = 0
+        self.last_access = 0
+        self.hit_count = 0
+        self.namespace = namespace
+        self.evicted = False
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def __repr__(self) -> str:
+        head = self.key[:6].tolist()
+        more = ", ..." if len(self.key) > 6 else ""
+        return (f"TreeNode(id={self.id}, tokens={str(head)[:-1]}{more}], len={len(self.key)}, "
+                f"lock_ref={self.lock_ref})")
+
+
+@dataclass
+class MatchResult:
+    """The longest cached prefix: its slots (a whole number of pages) and the last matched node."""
+
+    slots: np.ndarray
+    node: TreeNode
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _short(x: Any, limit: int = 80) -> str:
+    text = repr(x.tolist()) if isinstance(x, np.ndarray) else repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_ids(values: Any, name: str = "tokens") -> np.ndarray:
+    """Validate a 1-D sequence of non-negative ints and return it as an int64 array (no copy if
+    it already is one)."""
+    if isinstance(values, np.ndarray):
+        arr = values
+    else:
+        if isinstance(values, (str, bytes)) or not (
+            isinstance(values, (Sequence, range)) or hasattr(values, "__array__")):
+            raise ValueError(f"{name} must be a 1-D sequence of ints, got {_short(values)}")
+        try:
+            arr = np.asarray(values)
+        except (ValueError, TypeError, OverflowError) as exc:
+            msg = f"{name} must be a 1-D sequence of ints, got {_short(values)}"
+            raise ValueError(msg) from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.size == 0:
+            return _EMPTY
+        for i, x in enumerate(values):
+            if not _is_int(x):
+                raise ValueError(f"{name}[{i}] = {x!r} is not an integer")
+        try:
+            arr = arr.astype(np.int64)
+        except OverflowError as exc:
+            raise ValueError(f"{name} has an id too large for int64: {_short(values)}") from exc
+    elif arr.dtype != np.int64:
+        if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{name} has an id too large for int64: {_short(values)}")
+        arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        i = int(np.argmax(arr < 0))
+        raise ValueError(f"{name}[{i}] = {int(arr[i])} is negative")
+    return arr
+
+
+def _check_count(x: Any, name: str, minimum: int) -> int:
+    if not _is_int(x) or x < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {x!r}")
+    return int(x)
+
+
+class RadixTree:
+    """Compressed radix tree mapping token-id prefixes to KV slots (SGLang `RadixCache` semantics).
+
+    >>> t = RadixTree()
+    >>> t.insert([1, 2, 3], [10, 11, 12])
+    0
+    >>> len(t.match_prefix([1, 2, 9]))
+    2
+    """
+
+    def __init__(self, page_size: int = 1, eviction: str = "lru") -> None:
+        self.page_size = _check_count(page_size, "page_size", 1)
+        if eviction not in EVICTION_POLICIES:
+            raise ValueError(
+                f"unknown eviction policy {eviction!r}; choose one of {EVICTION_POLICIES}")
+        self.eviction = eviction
+        self._next_id = 0
+        self.root = self._new_node(_EMPTY, _EMPTY, None, None)
+        self.root.lock_ref = 1
+        self.clock = 0
+        self._evictable = 0
+        self._protected = 0
+        self._leaves: set[TreeNode] = set()
+        self._last: dict[str, Any] = {"op": "init", "node": self.root, "splits": [],
+                                      "new": [], "evicted": []}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _new_node(self, key: np.ndarray, value: np.ndarray, parent: TreeNode | None,
+                  namespace: Hashable) -> TreeNode:
+        node = TreeNode(self._next_id, key, value, parent, namespace)
+        self._next_id += 1
+        return node
+
+    def _child_key(self, key: np.ndarray, at_root: bool, namespace: Hashable) -> Any:
+        page = int(key[0]) if self.page_size == 1 else tuple(key[: self.page_size].tolist())
+        return (namespace, page) if at_root else page
+
+    def _key_in_parent(self, node: TreeNode) -> Any:
+        return self._child_key(node.key, node.parent is self.root, node.namespace)
+
+    def _prefix_len(self, a: np.ndarray, b: np.ndarray) -> int:
+        """Length of the common prefix of a and b, rounded down to whole pages (vectorised)."""
+        n = min(len(a), len(b))
+        diff = a[:n] != b[:n]
+        first = int(diff.argmax())
+        if not diff[first]:
+            return n
+        return first - first % self.page_size
+
+    def _split(self, child: TreeNode, at: int) -> TreeNode:
+        """Cut `child`'s edge after `at` tokens; the new upper node takes the head (sliced)."""
+        parent = child.parent
+        slot = self._key_in_parent(child)
+        upper = self._new_node(child.key[:at], child.value[:at], parent, child.namespace)
+        upper.lock_ref = child.lock_ref
+        upper.last_access = child.last_access
+        upper.hit_count = child.hit_count
+        child.key = child.key[at:]
+        child.value = child.value[at:]
+        child.parent = upper
+        upper.children[self._child_key(child.key, False, child.namespace)] = child
+        parent.children[slot] = upper
+        self._last["splits"].append(upper.id)
+        return upper
+
+    def _begin(self, op: str) -> None:
+        self._last = {"op": op, "node": self.root, "splits": [], "new": [], "evicted": []}
+
+    def _touch(self, node: TreeNode) -> None:
+        node.last_access = self.clock
+        node.hit_count += 1
+
+    @staticmethod
+    def _check_namespace(namespace: Hashable) -> None:
+        try:
+            hash(namespace)
+        except TypeError as exc:
+            raise ValueError(f"namespace must be hashable, got {namespace!r}") from exc
+
+    def _path_of(self, node: Any) -> list[TreeNode]:
+        """Nodes from `node` up to (not including) the root; ValueError if not in this tree."""
+        if not isinstance(node, TreeNode):
+            raise ValueError(f"expected a TreeNode, got {node!r}")
+        path = []
+        cur = node
+        while cur is not None and cur is not self.root:
+            if cur.evicted:
+                raise ValueError(f"node {node.id} has been evicted")
+            path.append(cur)
+            cur = cur.parent
+        if cur is not self.root:
+            raise ValueError(f"node {node.id} does not belong to this tree")
+        return path
+
+    # ------------------------------------------------------------------ public API
+
+    def match_prefix(self, tokens: Sequence[int] | np.ndarray,
+                     namespace: Hashable = None) -> MatchResult:
+        """Slots of the longest cached prefix (whole pages) and its last node; splits an edge
+        when the match ends inside it, and refreshes access times along the path."""
+        key = as_ids(tokens)
+        self._check_namespace(namespace)
+        self._begin("match")
+        self.clock += 1
+        key = key[: len(key) - len(key) % self.page_size]
+        node = self.root
+        node.last_access = self.clock
+        values = []
+        pos = 0
+        while pos < len(key):
+            child = node.children.get(self._child_key(key[pos:], node is self.root, namespace))
+            if child is None:
+                break
+            self._touch(child)
+            m = self._prefix_len(child.key, key[pos:])
+            if m < len(child.key):
+                node = self._split(child, m)
+                values.append(node.value)
+                break
+            values.append(child.value)
+            node = child
+            pos += m
+        self._last["node"] = node
+        slots = np.concatenate(values) if values else _EMPTY
+        return MatchResult(slots, node)
+
+    def insert(self, tokens: Sequence[int] | np.ndarray, slots: Sequence[int] | np.ndarray,
+               namespace: Hashable = None) -> int:
+        """Store the whole pages of `tokens` with their `slots`; return how many leading tokens
+        were already cached (the caller's slots for those, and for any partial page, stay its)."""
+        key = as_ids(tokens)
+        if len(key) == 0:
+            raise ValueError("cannot insert an empty key (tokens has length 0)")
+        value = as_ids(slots, "slots")
+        if len(value) != len(key):
+            raise ValueError(
+                f"slots has length {len(value)} but tokens has length {len(key)}; they must match")
+        self._check_namespace(namespace)
+        self._begin("insert")
+        self.clock += 1
+        n = len(key) - len(key) % self.page_size
+        node = self.root
+        node.last_access = self.clock
+        pos = 0
+        while pos < n:
+            child = node.children.get(self._child_key(key[pos:n], node is self.root, namespace))
+            if child is None:
+                break
+            self._touch(child)
+            m = self._prefix_len(child.key, key[pos:n])
+            pos += m
+            node = self._split(child, m) if m < len(child.key) else child
+        if pos < n:
+            leaf = self._new_node(np.array(key[pos:n]), np.array(value[pos:n]), node, namespace)
+            leaf.last_access = self.clock
+            leaf.hit_count = 1
+            node.children[self._child_key(leaf.key, node is self.root, namespace)] = leaf
+            self._evictable += len(leaf.key)
+            self._leaves.discard(node)
+            self._leaves.add(leaf)
+            self._last["new"].append(leaf.id)
+            node = leaf
+        self._last["node"] = node
+        return pos
+
+    def inc_lock_ref(self, node: TreeNode) -> None:
+        """Protect the path root..node from eviction (one more reference on every node)."""
+        path = self._path_of(node)
+        self._begin("lock")
+        for cur in path:
+            if cur.lock_ref == 0:
+                self._evictable -= len(cur.key)
+                self._protected += len(cur.key)
+            cur.lock_ref += 1
+        self._last["node"] = node
+
+    def dec_lock_ref(self, node: TreeNode) -> None:
+        """Drop one reference on every node of root..node; ValueError (tree unchanged) if any
+        of them is not locked."""
+        path = self._path_of(node)
+        for cur in path:
+            if cur.lock_ref <= 0:
+                raise ValueError(
+                    f"dec_lock_ref below zero: node {cur.id} on the path to node {node.id} "
+                    "is not locked")
+        self._begin("unlock")
+        for cur in path:
+            cur.lock_ref -= 1
+            if cur.lock_ref == 0:
+                self._evictable += len(cur.key)
+                self._protected -= len(cur.key)
+        self._last["node"] = node
+
+    def _priority(self, node: TreeNode) -> tuple:
+        if self.eviction == "lfu":
+            return (node.hit_count, node.last_access, node.id)
+        return (node.last_access, node.id)
+
+    def evict(self, num_tokens: int) -> np.ndarray:
+        """Free unlocked leaves (LRU or LFU first) until >= num_tokens are freed or none is left;
+        return the freed slots, whole leaves only."""
+        need = _check_count(num_tokens, "num_tokens", 0)
+        self._begin("evict")
+        heap = [(self._priority(x), x) for x in self._leaves if x.lock_ref == 0]
+        heapq.heapify(heap)
+        freed = []
+        count = 0
+        while count < need and heap:
+            _, leaf = heapq.heappop(heap)
+            parent = leaf.parent
+            del parent.children[self._key_in_parent(leaf)]
+            self._leaves.discard(leaf)
+            self._evictable -= len(leaf.key)
+            leaf.evicted = True
+            freed.append(leaf.value)
+            count += len(leaf.value)
+            self._last["evicted"].append(leaf.id)
+            if parent is not self.root and not parent.children:
+                self._leaves.add(parent)
+                if parent.lock_ref == 0:
+                    heapq.heappush(heap, (self._priority(parent), parent))
+        return np.concatenate(freed) if freed else _EMPTY.copy()
+
+    def evictable_size(self) -> int:
+        """Tokens held by unlocked nodes (what `evict` could free)."""
+        return self._evictable
+
+    def protected_size(self) -> int:
+        """Tokens held by locked nodes."""
+        return self._protected
+
+    def total_size(self) -> int:
+        """All tokens in the tree."""
+        return self._evictable + self._protected
+
+    # ------------------------------------------------------------------ inspection
+
+    def nodes(self) -> list[TreeNode]:
+        """All nodes, root first, depth-first with children in token order (deterministic)."""
+        out, stack = [], [self.root]
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            stack.extend(reversed(self._sorted_children(node)))
+        return out
+
+    @staticmethod
+    def _sorted_children(node: TreeNode) -> list[TreeNode]:
+        return sorted(node.children.values(),
+                      key=lambda c: (repr(c.namespace), c.key[:16].tolist(), c.id))
+
+    def path_ids(self, node: TreeNode) -> list[int]:
+        """Node ids from the root down to `node`."""
+        ids = []
+        cur = node
+        while cur is not None:
+            ids.append(cur.id)
+            cur = cur.parent
+        return ids[::-1]
+
+    def export(self) -> dict[str, Any]:
+        """The tree as plain data (lists, ints, strings) for pictures and tests."""
+        nodes = []
+        depth = {self.root.id: 0}
+        for node in self.nodes():
+            if node.parent is not None:
+                depth[node.id] = depth[node.parent.id] + len(node.key)
+            nodes.append({
+                "id": node.id,
+                "parent": None if node.parent is None else node.parent.id,
+                "tokens": node.key.tolist(),
+                "slots": node.value.tolist(),
+                "start": depth[node.id] - len(node.key),
+                "lock_ref": node.lock_ref if node is not self.root else 0,
+                "last_access": node.last_access,
+                "hit_count": node.hit_count,
+                "namespace": node.namespace,
+                "children": [c.id for c in self._sorted_children(node)],
+            })
+        last = self._last
+        return {
+            "page_size": self.page_size,
+            "eviction": self.eviction,
+            "clock": self.clock,
+            "root": self.root.id,
+            "sizes": {"total": self.total_size(), "evictable": self._evictable,
+                      "protected": self._protected},
+            "nodes": nodes,
+            "last_op": {"op": last["op"],
+                        "path": [] if last["node"].evicted else self.path_ids(last["node"]),
+                        "splits": list(last["splits"]), "new": list(last["new"]),
+                        "evicted": list(last["evicted"])},
+        }
+
+    def pretty_print(self, decode: Any = None, max_tokens: int = 8) -> str:
+        """A text dump, one node per line: id, tokens (or `decode(tokens)`), slots, lock, time."""
+        lines = [f"root  total={self.total_size()} evictable={self._evictable} "
+                 f"protected={self._protected}"]
+
+        def walk(node: TreeNode, prefix: str) -> None:
+            kids = self._sorted_children(node)
+            for i, child in enumerate(kids):
+                last = i == len(kids) - 1
+                lines.append(prefix + ("└── " if last else "├── ") + self._describe(
+                    child, decode, max_tokens))
+                walk(child, prefix + ("    " if last else "│   "))
+
+        walk(self.root, "")
+        return "\n".join(lines)
+
+    def _describe(self, node: TreeNode, decode: Any, max_tokens: int) -> str:
+        ids = node.key.tolist()
+        if decode is not None:
+            text = repr(decode(ids))
+        else:
+            text = str(ids[:max_tokens])[:-1] + (", ...]" if len(ids) > max_tokens else "]")
+        ns = f" ns={node.namespace!r}" if node.parent is self.root and node.namespace is not None \
+            else ""
+        return (f"[{node.id}] {text} len={len(ids)} slots={slot_range(node.value)} "
+                f"lock={node.lock_ref} t={node.last_access}{ns}")
+
+    def __repr__(self) -> str:
+        return (f"RadixTree(page_size={self.page_size}, eviction={self.eviction!r}, "
+                f"nodes={len(self.nodes()) - 1}, total={self.total_size()}, "
+                f"evictable={self._evictable}, protected={self._protected})")
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the structure or the size counters are inconsistent."""
+        evictable = protected = 0
+        leaves = set()
+        for node in self.nodes()[1:]:
+            assert not node.evicted, f"evicted node {node.id} still linked"
+            assert len(node.key) > 0 and len(node.key) % self.page_size == 0, \
+                f"node {node.id} key length {len(node.key)}"
+            assert len(node.key) == len(node.value), f"node {node.id} key/value lengths differ"
+            assert node.parent.children.get(self._key_in_parent(node)) is node, \
+                f"node {node.id} not under its key"
+            if node.parent is not self.root:
+                assert node.namespace == node.parent.namespace, f"node {node.id} namespace"
+            assert node.lock_ref >= sum(c.lock_ref for c in node.children.values()), \
+                f"node {node.id} lock_ref below its children's"
+            if node.lock_ref > 0:
+                protected += len(node.key)
+            else:
+                evictable += len(node.key)
+            if not node.children:
+                leaves.add(node)
+        assert (evictable, protected) == (self._evictable, self._protected), \
+            f"sizes {(self._evictable, self._protected)} != counted {(evictable, protected)}"
+        assert leaves == self._leaves, "leaf set out of date"
+
+
+def slot_range(slots: np.ndarray) -> str:
+    """`a..b` when the slots are consecutive, otherwise a short list."""
+    if len(slots) == 0:
+        return "-"
+    if len(slots) == 1:
+        return str(int(slots[0]))
+    if int(slots[-1]) - int(slots[0]) == len(slots) - 1 and bool(np.all(np.diff(slots) == 1)):
+        return f"{int(slots[0])}..{int(slots[-1])}"
+    items = slots[:4].tolist()
+    return str(items)[:-1] + (", ...]" if len(slots) > 4 else "]")
