@@ -201,7 +201,8 @@ class Engine:
         """Generate for one prompt (returns a `Generation`) or a list (returns a list).
 
         Prompts are text or token ids. Greedy at temperature 0; otherwise sampling seeded by
-        (seed, request, position). With `stream=True`, returns an iterator of `StreamEvent`s.
+        (seed, index of the prompt in this call, position): repeatable, whatever the schedule.
+        With `stream=True`, returns an iterator of `StreamEvent`s.
         Every prompt is validated before any is queued, so a bad one leaves the engine as it was.
         """
         batch = self._is_batch(prompts)
@@ -234,6 +235,7 @@ class Engine:
                                     seed=seed)
             for p in ids
         ]
+        self.executor.sample_keys.update({rid: i for i, rid in enumerate(rids)})
         return self._loop(rids, ids, progress)
 
     def _loop(self, rids: list[int], ids: list[list[int]], progress: bool | None):
@@ -263,6 +265,8 @@ class Engine:
                     self.router.abort(r)
             raise
         finally:
+            for r in rids:
+                self.executor.sample_keys.pop(r, None)
             if bar is not None:
                 bar.close()
             self._finish_stats(rids, ids, start, computed0, steps)
