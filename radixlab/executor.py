@@ -52,10 +52,6 @@ def _mix(h: int, x: int) -> int:
     return z or 1
 
 
-def _is_decode(tokens: np.ndarray, sample: bool) -> bool:
-    return len(tokens) == 1 and sample
-
-
 class CostModelExecutor:
     """A model-free executor: modelled time, prefix-hash "KV", deterministic pseudo-tokens."""
 
@@ -105,7 +101,6 @@ class CostModelExecutor:
         for src, dst in plan.copies:
             self._grow((max(src, dst) + 1) * p)
             self.kv[dst * p : (dst + 1) * p] = self.kv[src * p : (src + 1) * p]
-        prefill = decode = 0
         out: dict[int, int] = {}
         for w in plan.work:
             toks = np.asarray(w.tokens, dtype=np.int64)
@@ -132,10 +127,7 @@ class CostModelExecutor:
             if w.sample:
                 pos = w.start_pos + len(toks)
                 out[w.rid] = self.sample(h, w.rid, pos, w.temperature, w.seed)
-            if _is_decode(toks, w.sample):
-                decode += 1
-            else:
-                prefill += len(toks)
+        prefill, decode = plan.prefill_tokens, plan.decode_tokens
         return StepResult(out, self.cost(prefill, decode), prefill + decode)
 
     def reference_generate(
@@ -204,12 +196,15 @@ class ModelExecutor:
     Copy-on-write copies are applied to the pool first; the tokens of every work item (prefill
     chunks and decodes alike) go through the layers together; a token is sampled for each item
     with `sample=True`. `keep_logits` records the logits each sampled token came from.
+    `sample_keys` may map a rid to the key its draws are seeded with instead of the rid (the
+    engine uses the prompt's index, so a call can be repeated with the same seed).
     """
 
     def __init__(self, model: PagedModel, keep_logits: bool = False) -> None:
         self.model = model
         self.keep_logits = keep_logits
         self.logits: dict[int, list[torch.Tensor]] = {}
+        self.sample_keys: dict[int, int] = {}
 
     def execute(self, plan: BatchPlan) -> StepResult:
         """Copy pages, run the batch, sample."""
@@ -228,7 +223,8 @@ class ModelExecutor:
             if not w.sample:
                 continue
             pos = w.start_pos + len(w.tokens)
-            g = sampling_generator(w.seed, w.rid, pos) if w.temperature > 0 else None
+            key = self.sample_keys.get(w.rid, w.rid)
+            g = sampling_generator(w.seed, key, pos) if w.temperature > 0 else None
             out[w.rid] = sample_token(row, w.temperature, w.top_p, g)
             if self.keep_logits:
                 self.logits.setdefault(w.rid, []).append(row.detach().float().cpu())

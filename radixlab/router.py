@@ -56,18 +56,23 @@ class BatchPlan:
     step: int
     work: list[SeqWork]        # prefill chunks first, then decodes
     copies: list[tuple[int, int]] = field(default_factory=list)   # (src_page, dst_page) first
+    num_prefills: int | None = None   # how many leading work items are prefill chunks
+
+    def is_prefill(self, i: int) -> bool:
+        """Whether work[i] is a prefill chunk (when not recorded: more than one token, or no
+        sampling)."""
+        if self.num_prefills is not None:
+            return i < self.num_prefills
+        w = self.work[i]
+        return not (len(w.tokens) == 1 and w.sample)
 
     @property
     def prefill_tokens(self) -> int:
-        return sum(len(w.tokens) for w in self.work if not _is_decode(w))
+        return sum(len(w.tokens) for i, w in enumerate(self.work) if self.is_prefill(i))
 
     @property
     def decode_tokens(self) -> int:
-        return sum(len(w.tokens) for w in self.work if _is_decode(w))
-
-
-def _is_decode(w: SeqWork) -> bool:
-    return len(w.tokens) == 1 and w.sample
+        return sum(len(w.tokens) for i, w in enumerate(self.work) if not self.is_prefill(i))
 
 
 CACHE_AWARE = ("lpm", "dfs-weight")
@@ -254,7 +259,7 @@ class Router:
         decodes = [w for w in works.values() if not self.requests[w.rid].prefilling]
         plan_copies = [c for rid in works for c in copies.get(rid, [])]
         self._used_pages_peak = int(_allocator(self.mgr).num_used)
-        return BatchPlan(self.step_no, prefills + decodes, plan_copies)
+        return BatchPlan(self.step_no, prefills + decodes, plan_copies, len(prefills))
 
     def update(self, plan: BatchPlan, result: StepResult) -> list[int]:
         """Take the executor's result; returns the rids that finished this step."""
@@ -490,8 +495,12 @@ def run_trace(
         for r in ready:
             pending.remove(r)
             try:
+                arrival = r.arrival
+                if r.parent is not None:
+                    parent_done = router.metrics.requests[r.parent].finish_s
+                    arrival = max(arrival, parent_done if parent_done is not None else 0.0)
                 router.add_request(
-                    r.prompt_ids, r.max_new_tokens, rid=r.rid, arrival_s=max(r.arrival, 0.0),
+                    r.prompt_ids, r.max_new_tokens, rid=r.rid, arrival_s=arrival,
                     namespace=namespace_of(r) if namespace_of else None,
                 )
             except RequestRejected as exc:
