@@ -17,7 +17,7 @@ from radixlab.attention import (  # noqa: E402
     paged_attention_extend,
     slots_from_page_table,
 )
-from radixlab.attention.reference import attend  # noqa: E402
+from radixlab.attention.reference import attend, extend_reference  # noqa: E402
 
 
 def make_batch(seed, seq_lens, q_lens, page_size, q_heads, kv_heads, head_dim, dtype=torch.float32):
@@ -82,8 +82,10 @@ def test_reference_extend_matches_dense(shape, seed):
     ps, (hq, hkv), d, pairs = shape
     seq_lens, q_lens = _lens(pairs)
     args = make_batch(seed, seq_lens, q_lens, ps, hq, hkv, d, torch.float64)
-    got = paged_attention_extend(*args, backend="torch")
-    torch.testing.assert_close(got, dense_attention(*args), rtol=1e-10, atol=1e-10)
+    want = dense_attention(*args)
+    torch.testing.assert_close(extend_reference(*args, scale=d**-0.5), want, rtol=1e-10, atol=1e-10)
+    got = paged_attention_extend(*args, backend="torch")  # the vectorised-decode torch path
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 @settings(max_examples=25)

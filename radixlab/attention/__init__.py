@@ -7,14 +7,15 @@ Shapes (T = new tokens in the batch, B = requests):
   seq_lens    [B] keys per request, new tokens included (their KV is written before attending)
   q_lens      [B] new tokens per request (extend only); they are the last q_lens[b] positions
 `backend` is "auto" (Triton when q is on CUDA), "torch", or "triton" (forced, e.g. on the CPU
-under TRITON_INTERPRET=1).
+under TRITON_INTERPRET=1). The torch path is `reference.extend_fast`: the readable per-request
+`extend_reference`, with the decodes of a batch vectorised (`decode_batched`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from radixlab.attention.reference import decode_reference, extend_reference, slots_from_page_table
+from radixlab.attention.reference import decode_batched, extend_fast, slots_from_page_table
 
 __all__ = [
     "paged_attention_decode",
@@ -71,7 +72,7 @@ def paged_attention_extend(
         from radixlab.attention.triton_kernels import extend_triton
 
         return extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale)
-    return extend_reference(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale)
+    return extend_fast(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale)
 
 
 def paged_attention_decode(
@@ -94,7 +95,7 @@ def paged_attention_decode(
         from radixlab.attention.triton_kernels import decode_triton
 
         return decode_triton(q, k_pages, v_pages, page_table, seq_lens, scale)
-    return decode_reference(q, k_pages, v_pages, page_table, seq_lens, scale)
+    return decode_batched(q, k_pages, v_pages, page_table, seq_lens, scale)
 
 
 def page_table_from_slots(slot_lists: list, page_size: int, device=None) -> torch.Tensor:

@@ -72,3 +72,61 @@ def decode_reference(
     """One query per request (its newest token) over all seq_lens[b] keys of request b."""
     ones = torch.ones_like(seq_lens)
     return extend_reference(q, k_pages, v_pages, page_table, seq_lens, ones, scale)
+
+
+def decode_batched(
+    q: torch.Tensor,
+    k_pages: torch.Tensor,
+    v_pages: torch.Tensor,
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """`decode_reference` without the Python loop: gather every request's keys into one padded
+    [B, max_len] block (positions past a request's length are masked) and attend at once."""
+    page_size = k_pages.shape[1]
+    kv_heads, head_dim = k_pages.shape[2], k_pages.shape[3]
+    pos = torch.arange(int(seq_lens.max()), device=q.device)
+    valid = pos[None, :] < seq_lens.to(q.device)[:, None]                     # [B, L]
+    slots = page_table[:, pos // page_size].long() * page_size + pos % page_size
+    slots = torch.where(valid, slots, 0)
+    k = k_pages.reshape(-1, kv_heads, head_dim)[slots]                        # [B, L, Hkv, D]
+    v = v_pages.reshape(-1, kv_heads, head_dim)[slots]
+    qg = q.view(q.shape[0], kv_heads, -1, head_dim)                           # [B, Hkv, G, D]
+    scores = torch.einsum("bkgd,blkd->bkgl", qg, k) * scale
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32))
+    out = torch.einsum("bkgl,blkd->bkgd", probs.to(q.dtype), v)
+    return out.reshape(q.shape)
+
+
+def extend_fast(
+    q: torch.Tensor,
+    k_pages: torch.Tensor,
+    v_pages: torch.Tensor,
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    q_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """`extend_reference` with the decodes of a mixed batch done together by `decode_batched`;
+    prefill chunks (few, long) keep the per-request loop."""
+    q_lens_list = q_lens.tolist()
+    is_decode = torch.tensor([n == 1 for n in q_lens_list], device=page_table.device)
+    if not bool(is_decode.any()):
+        return extend_reference(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale)
+    starts = torch.cumsum(q_lens.to(q.device), 0) - q_lens.to(q.device)
+    rows = starts[is_decode.to(q.device)]
+    out = torch.empty_like(q)
+    out[rows] = decode_batched(
+        q[rows], k_pages, v_pages, page_table[is_decode], seq_lens[is_decode.to(seq_lens.device)],
+        scale,
+    )
+    if not bool(is_decode.all()):
+        keep = ~is_decode
+        mask = torch.repeat_interleave(keep.to(q.device), q_lens.to(q.device))
+        out[mask] = extend_reference(
+            q[mask], k_pages, v_pages, page_table[keep], seq_lens[keep.to(seq_lens.device)],
+            q_lens[keep.to(q_lens.device)], scale,
+        )
+    return out
