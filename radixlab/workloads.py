@@ -541,6 +541,26 @@ def no_sharing(
     return _finish("no-sharing", drafts, pieces_of.tokenize, params)
 
 
+def merge_traces(*traces: Trace, name: str = "mixed") -> Trace:
+    """Interleave traces by arrival time (ties: argument order), renumbering rids and parents."""
+    if not traces:
+        raise ValueError("merge_traces needs at least one trace")
+    for t in traces:
+        if not isinstance(t, Trace):
+            raise ValueError(f"merge_traces takes Trace objects, got {t!r}")
+    items = [(r.arrival, k, i, r) for k, t in enumerate(traces) for i, r in enumerate(t)]
+    items.sort(key=lambda x: x[:3])
+    new_rid = {(k, r.rid): n for n, (_, k, _, r) in enumerate(items)}
+    requests = [
+        TraceRequest(n, r.prompt_ids, r.arrival,
+                     None if r.parent is None else new_rid[(k, r.parent)],
+                     r.max_new_tokens, r.text)
+        for n, (_, k, _, r) in enumerate(items)
+    ]
+    params = {"parts": [t.name for t in traces], "sizes": [len(t) for t in traces]}
+    return Trace(name, requests, params)
+
+
 WORKLOADS: dict[str, Callable[..., Trace]] = {
     "few-shot": few_shot,
     "system-prompt": shared_system_prompt,

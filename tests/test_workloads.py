@@ -22,6 +22,7 @@ from radixlab.workloads import (
     load_trace,
     long_document_qa,
     make_workload,
+    merge_traces,
     multi_turn_chat,
     no_sharing,
     prefix_reuse,
@@ -349,3 +350,22 @@ def test_saved_file_is_json_lines(tmp_path):
     assert rows[0]["format"] == "radixlab-trace" and rows[0]["name"] == "chat"
     assert len(rows) == len(trace) + 1
     assert rows[2]["parent"] == trace[1].parent
+
+
+def test_merge_traces_interleaves_and_remaps_parents():
+    chat = multi_turn_chat(3, 3, rate=2.0, tokenize=B, seed=1)
+    shots = few_shot(10, 2, rate=4.0, tokenize=B, seed=2)
+    mixed = merge_traces(chat, shots)
+    check_well_formed(mixed)
+    assert len(mixed) == len(chat) + len(shots)
+    assert mixed.params["parts"] == ["chat", "few-shot"]
+    assert sorted(mixed.prompts()) == sorted(chat.prompts() + shots.prompts())
+    for r in mixed:
+        if r.parent is not None:
+            parent = mixed.by_rid(r.parent)
+            assert r.prompt_ids[: len(parent)] == parent.prompt_ids
+    assert sum(r.parent is not None for r in mixed) == sum(r.parent is not None for r in chat)
+    with pytest.raises(ValueError, match="at least one"):
+        merge_traces()
+    with pytest.raises(ValueError, match="Trace objects"):
+        merge_traces(chat, [1, 2])
