@@ -447,7 +447,7 @@ class KVCacheManager:
         self.page_size = self.tables.page_size
         self.prefix_cache = cache
         self.bytes_per_token = bytes_per_token
-        self._lock: dict[Hashable, Any] = {}
+        self._lock: dict[Hashable, tuple[Any, int]] = {}  # rid -> (locked node, its length)
         self._cache_pages: set[int] = set()
 
     # -- requests -------------------------------------------------------------------------
@@ -466,7 +466,7 @@ class KVCacheManager:
             raise ValueError(f"match refers to page {missing[0]}, which the cache does not hold")
         self.tables.add(rid, pages, len(slots))
         self.prefix_cache.inc_lock_ref(m.node)
-        self._lock[rid] = m.node
+        self._lock[rid] = (m.node, len(slots))
 
     def plan(self, rid: Hashable, n: int) -> int:
         """Pages reserve(rid, n) would take (new pages plus a copy-on-write copy)."""
@@ -499,7 +499,7 @@ class KVCacheManager:
     def fork(self, rid: Hashable, new_rid: Hashable) -> None:
         """new_rid shares every page of rid and locks the same prefix (call after rid's writes)."""
         self.tables.fork(rid, new_rid)
-        self.prefix_cache.inc_lock_ref(self._lock[rid])
+        self.prefix_cache.inc_lock_ref(self._lock[rid][0])
         self._lock[new_rid] = self._lock[rid]
 
     def cache(self, rid: Hashable, tokens: Iterable[int], namespace: Hashable = None) -> int:
@@ -524,10 +524,36 @@ class KVCacheManager:
                 self._cache_pages.add(page)
             else:
                 raise AssertionError(f"cache returned page {page} that it was never given")
-        self.prefix_cache.inc_lock_ref(m.node)
-        self.prefix_cache.dec_lock_ref(self._lock[rid])
-        self._lock[rid] = m.node
+        self._relock(rid, m.node, len(m))
+        self._adopt_siblings(rid, own, cache_pages, key, namespace)
         return len(m)
+
+    def _relock(self, rid: Hashable, node: Any, length: int) -> None:
+        self.prefix_cache.inc_lock_ref(node)
+        self.prefix_cache.dec_lock_ref(self._lock[rid][0])
+        self._lock[rid] = (node, length)
+
+    def _adopt_siblings(
+        self,
+        rid: Hashable,
+        own: np.ndarray,
+        cache_pages: np.ndarray,
+        key: np.ndarray,
+        namespace: Hashable,
+    ) -> None:
+        """Forks of rid that share the pages just cached switch to the cache's copies and lock
+        them too, so an unlocked cached page is never held by a request (eviction frees it)."""
+        for other in self.tables.rids():
+            if other == rid:
+                continue
+            pages = self.tables.pages(other)
+            j = 0
+            while j < min(len(pages), len(cache_pages)) and pages[j] in (own[j], cache_pages[j]):
+                self.tables.replace(other, j, int(cache_pages[j]))
+                j += 1
+            if j * self.page_size > self._lock[other][1]:
+                m = self.prefix_cache.match_prefix(key[: j * self.page_size], namespace=namespace)
+                self._relock(other, m.node, len(m))
 
     def free(
         self, rid: Hashable, tokens: Iterable[int] | None = None, namespace: Hashable = None
@@ -537,7 +563,7 @@ class KVCacheManager:
             raise KeyError(f"unknown request {rid!r}")
         if tokens is not None:
             self.cache(rid, tokens, namespace)
-        self.prefix_cache.dec_lock_ref(self._lock.pop(rid))
+        self.prefix_cache.dec_lock_ref(self._lock.pop(rid)[0])
         return self.tables.remove(rid)
 
     # -- cache ----------------------------------------------------------------------------
@@ -619,3 +645,9 @@ class KVCacheManager:
         ev, pr = int(self.prefix_cache.evictable_size()), int(self.prefix_cache.protected_size())
         if ev + pr != total:
             raise AssertionError(f"evictable {ev} + protected {pr} != total {total}")
+        only_cache = sum(1 for p in self._cache_pages if ref[p] == 1)
+        if only_cache != ev // self.page_size:
+            raise AssertionError(
+                f"{only_cache} cached pages are held by the cache alone but {ev // self.page_size}"
+                " are evictable: a request holds an unlocked cached page"
+            )
