@@ -154,3 +154,13 @@ def test_stepper_bad_input(states, labels, needle):
     render = None if needle == "callable" else str
     with pytest.raises(ValueError, match=needle):
         stepper.step_through(states, render, labels)
+
+
+def test_trie_export_draws_plain_trie():
+    from radixlab.viz.trees import trie_export
+
+    state = trie_export({1: {2: {}, 3: {}}, 4: {}})
+    assert [n["tokens"] for n in state["nodes"]] == [[], [1], [2], [3], [4]]
+    assert state["nodes"][1]["children"] == [2, 3]
+    src = tree_graph(state, decode=decode).source
+    assert "'the'" in src and "'sat'" in src and "lock=" not in src

@@ -45,7 +45,25 @@ def node_text(node: dict) -> str:
     """The label of one node: id, lock ref and slot range."""
     if node["parent"] is None:
         return "root"
+    if not node["slots"]:
+        return f"#{node['id']}"
     return f"#{node['id']}  lock={node['lock_ref']}\nslots {slot_range(np.array(node['slots']))}"
+
+
+def trie_export(trie: dict) -> dict:
+    """A plain trie ({token: child dict}) as export-like data, so the same pictures draw it."""
+    nodes: list[dict] = []
+
+    def add(children: dict, token: int | None, parent: int | None) -> int:
+        nid = len(nodes)
+        node = {"id": nid, "parent": parent, "tokens": [] if token is None else [token],
+                "slots": [], "lock_ref": 0, "namespace": None, "children": []}
+        nodes.append(node)
+        node["children"] = [add(child, tok, nid) for tok, child in sorted(children.items())]
+        return nid
+
+    add(trie, None, None)
+    return {"root": 0, "nodes": nodes, "last_op": {}}
 
 
 def _roles(state: dict) -> tuple[set[int], set[int], set[int]]:
