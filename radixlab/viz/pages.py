@@ -1,0 +1,270 @@
+"""Pictures of paged KV memory: the pool as a page grid, block tables with arrows, copy-on-write.
+
+Everything draws from a `snapshot(...)` (plain data), so a run can be recorded step by step and
+replayed with `radixlab.viz.stepper.step_through`. Each drawing comes with `describe(state)`, a
+short deterministic text summary for notebooks (nbval compares text, not images).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+FREE = "#eeeeee"
+CACHE_ONLY = "#f2c14e"  # cached, held by nobody else: evictable
+PALETTE = [
+    "#4e79a7", "#e15759", "#59a14f", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#edc948",
+    "#bab0ac", "#f28e2b",
+]
+
+
+def request_color(index: int) -> str:
+    """Color of the index-th request (cycles through a 10-color palette)."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def snapshot(mgr: Any, label: str = "") -> dict[str, Any]:
+    """Plain-data copy of a KVCacheManager's memory: refcounts, cached pages, page tables."""
+    ps = mgr.page_size
+    requests = []
+    for rid in mgr.tables.rids():
+        pages = mgr.pages(rid).tolist()
+        length = mgr.length(rid)
+        fill = [min(ps, length - i * ps) for i in range(len(pages))]
+        requests.append({"rid": rid, "pages": pages, "length": length, "fill": fill})
+    return {
+        "label": label,
+        "page_size": ps,
+        "num_pages": mgr.allocator.num_pages,
+        "refcounts": mgr.allocator.refcounts().tolist(),
+        "cached": mgr.cached_pages().tolist(),
+        "requests": requests,
+        "stats": mgr.stats(),
+    }
+
+
+def page_owners(state: dict[str, Any]) -> list[list[Hashable]]:
+    """For each page, its holders: request ids in table order, then 'cache'."""
+    owners: list[list[Hashable]] = [[] for _ in range(state["num_pages"])]
+    for req in state["requests"]:
+        for p in req["pages"]:
+            owners[p].append(req["rid"])
+    for p in state["cached"]:
+        owners[p].append("cache")
+    return owners
+
+
+def describe(state: dict[str, Any]) -> str:
+    """A few deterministic lines: page counts, shared pages with refcounts, each block table."""
+    st = state["stats"]
+    ref = state["refcounts"]
+    shared = [f"p{p}x{c}" for p, c in enumerate(ref) if c > 1]
+    lines = [
+        f"pages {st['pages']}: used {st['used']}, free {st['free']}, cached {st['cached']} "
+        f"(evictable {st['evictable']}, protected {st['protected']})",
+        f"shared pages (refcount > 1): {' '.join(shared) if shared else 'none'}",
+    ]
+    for req in state["requests"]:
+        lines.append(f"request {req['rid']!r}: {req['length']} tokens -> pages {req['pages']}")
+    if st["logical_pages"]:
+        lines.append(
+            f"sharing: {st['logical_pages']} logical pages in {st['physical_pages']} physical "
+            f"(saved {st['saved_pages']} pages, {st['saved_pct']:.1f}%)"
+        )
+    return "\n".join(lines)
+
+
+def _colors(state: dict[str, Any]) -> dict[Hashable, str]:
+    return {req["rid"]: request_color(i) for i, req in enumerate(state["requests"])}
+
+
+def _grid(num_pages: int, cols: int | None) -> tuple[int, int]:
+    cols = cols or min(num_pages, 16)
+    return cols, -(-num_pages // cols)
+
+
+def _page_xy(page: int, cols: int, x0: float = 0.0) -> tuple[float, float]:
+    return x0 + (page % cols) * 1.1, -(page // cols) * 1.1
+
+
+def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0,
+               highlight: Sequence[int] = ()) -> int:
+    """Draw every page as a square colored by its first holder; returns the column count."""
+    from matplotlib.patches import Rectangle
+
+    cols, _ = _grid(state["num_pages"], cols)
+    owners = page_owners(state)
+    colors = _colors(state)
+    ps = state["page_size"]
+    fill_of = {}
+    for req in state["requests"]:
+        for p, f in zip(req["pages"], req["fill"], strict=True):
+            fill_of[p] = max(fill_of.get(p, 0), f)
+    for p in state["cached"]:
+        fill_of[p] = ps
+    for page in range(state["num_pages"]):
+        x, y = _page_xy(page, cols, x0)
+        who = owners[page]
+        reqs = [w for w in who if w != "cache"]
+        color = FREE if not who else colors[reqs[0]] if reqs else CACHE_ONLY
+        frac = fill_of.get(page, 0) / ps if who else 1.0
+        ax.add_patch(Rectangle((x, y), 1, 1, facecolor=FREE, edgecolor="#999999", lw=0.8))
+        if who:
+            ax.add_patch(Rectangle((x, y), frac, 1, facecolor=color, edgecolor="none"))
+            if "cache" in who and reqs:
+                ax.add_patch(Rectangle((x, y), 1, 1, fill=False, edgecolor=CACHE_ONLY, lw=3))
+        rc = len(who)
+        edge = "#d62728" if page in highlight else "black" if rc > 1 else None
+        if edge:
+            ax.add_patch(Rectangle((x, y), 1, 1, fill=False, edgecolor=edge,
+                                   lw=2.5 if page in highlight else 1.6))
+        ax.text(x + 0.5, y + 0.68, f"p{page}", ha="center", va="center", fontsize=7)
+        if rc > 1:
+            ax.text(x + 0.5, y + 0.3, f"x{rc}", ha="center", va="center", fontsize=8,
+                    fontweight="bold")
+    return cols
+
+
+def _legend(ax: Any, state: dict[str, Any]) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=c, label=f"request {r}") for r, c in _colors(state).items()]
+    handles += [Patch(facecolor=CACHE_ONLY, label="cache only (evictable)"),
+                Patch(facecolor=FREE, edgecolor="#999999", label="free")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7,
+              frameon=False)
+
+
+def draw_pool(state: dict[str, Any], cols: int | None = None, title: str | None = None,
+              ax: Any = None) -> Any:
+    """The pool as a page grid: color = holder, fill = used slots, 'xN' = refcount N > 1."""
+    import matplotlib.pyplot as plt
+
+    cols_, rows = _grid(state["num_pages"], cols)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.1 + 0.5 * cols_, 0.6 + 0.5 * rows))
+    else:
+        fig = ax.figure
+    _draw_grid(ax, state, cols_)
+    ax.set_xlim(-0.2, cols_ * 1.1 + 0.1)
+    ax.set_ylim(-(rows - 1) * 1.1 - 0.2, 1.2)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title if title is not None else state.get("label", ""), fontsize=9)
+    _legend(ax, state)
+    return fig
+
+
+def draw_block_tables(state: dict[str, Any], cols: int | None = None, title: str | None = None,
+                      highlight: Sequence[int] = (), ax: Any = None) -> Any:
+    """Requests' block tables (left) with an arrow from each entry to its page in the pool."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    reqs = state["requests"]
+    width = max((len(r["pages"]) for r in reqs), default=1)
+    cols_, rows = _grid(state["num_pages"], cols or 8)
+    x0 = width * 1.1 + 4.0
+    height = max(rows * 1.1, len(reqs) * 1.4)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(0.45 * (x0 + cols_ * 1.1) + 1.5, 0.45 * height + 1.0))
+    else:
+        fig = ax.figure
+    _draw_grid(ax, state, cols_, x0=x0, highlight=highlight)
+    colors = _colors(state)
+    for i, req in enumerate(reqs):
+        y = -i * 1.4
+        ax.text(-0.3, y + 0.5, f"{req['rid']}", ha="right", va="center", fontsize=8)
+        for j, (page, fill) in enumerate(zip(req["pages"], req["fill"], strict=True)):
+            x = j * 1.1
+            ax.add_patch(Rectangle((x, y), 1, 1, facecolor="white", edgecolor=colors[req["rid"]],
+                                   lw=1.5))
+            ax.add_patch(Rectangle((x, y), fill / state["page_size"], 0.18,
+                                   facecolor=colors[req["rid"]], edgecolor="none"))
+            ax.text(x + 0.5, y + 0.55, str(page), ha="center", va="center", fontsize=7)
+            px, py = _page_xy(page, cols_, x0)
+            ax.annotate("", xy=(px, py + 0.5), xytext=(x + 1, y + 0.5),
+                        arrowprops={"arrowstyle": "->", "color": colors[req["rid"]],
+                                    "lw": 0.7, "alpha": 0.6, "shrinkA": 0, "shrinkB": 1})
+    ax.text(0, 1.4, "block tables (logical block -> page)", fontsize=8)
+    ax.text(x0, 1.4, "KV pool (pages)", fontsize=8)
+    ax.set_xlim(-1.5, x0 + cols_ * 1.1 + 0.2)
+    ax.set_ylim(-height, 2.0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title if title is not None else state.get("label", ""), fontsize=9)
+    _legend(ax, state)
+    return fig
+
+
+def draw_cow(before: dict[str, Any], after: dict[str, Any],
+             copies: Sequence[tuple[int, int]] = (), cols: int | None = None) -> Any:
+    """Copy-on-write as before/after: the shared page (red outline) and its fresh copy."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 3.6))
+    src = [s for s, _ in copies]
+    dst = [d for _, d in copies]
+    draw_block_tables(before, cols=cols, ax=axes[0], highlight=src,
+                      title=before.get("label") or "before")
+    draw_block_tables(after, cols=cols, ax=axes[1], highlight=src + dst,
+                      title=after.get("label") or "after")
+    fig.tight_layout()
+    return fig
+
+
+def draw_reservation(lengths: Sequence[int], max_len: int, page_size: int) -> Any:
+    """Per request: tokens used vs memory held with a max_len buffer and with pages."""
+    import matplotlib.pyplot as plt
+
+    lengths = np.asarray(lengths)
+    paged = -(-lengths // page_size) * page_size
+    idx = np.arange(len(lengths))
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(idx, [max_len] * len(lengths), color="#f4cccc", label=f"contiguous buffer ({max_len})")
+    ax.bar(idx, paged, color="#9fc5e8", label=f"pages of {page_size}")
+    ax.bar(idx, lengths, color="#3d85c6", label="tokens actually stored")
+    ax.set_xlabel("request")
+    ax.set_ylabel("KV slots held")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def to_png(fig: Any, dpi: int = 80) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it (for `step_through` frames)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class MemoryRecorder:
+    """Record memory snapshots of a manager step by step, then replay them with a slider."""
+
+    def __init__(self, mgr: Any) -> None:
+        self.mgr = mgr
+        self.states: list[dict[str, Any]] = []
+
+    def record(self, label: str) -> dict[str, Any]:
+        state = snapshot(self.mgr, label)
+        self.states.append(state)
+        return state
+
+    @property
+    def labels(self) -> list[str]:
+        return [s["label"] for s in self.states]
+
+    def render(self, state: dict[str, Any]) -> bytes:
+        return to_png(draw_block_tables(state))
+
+    def step_through(self) -> Any:
+        """A Play + slider widget over the recorded states (frames drawn lazily)."""
+        from radixlab.viz.stepper import step_through
+
+        return step_through(self.states, self.render, labels=self.labels)

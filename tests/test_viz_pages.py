@@ -1,0 +1,102 @@
+"""Tests for the memory pictures: snapshots, summaries, figures, the recorder."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from radixlab.viz.pages import (  # noqa: E402
+    FREE,
+    MemoryRecorder,
+    describe,
+    draw_block_tables,
+    draw_cow,
+    draw_pool,
+    draw_reservation,
+    page_owners,
+    snapshot,
+    to_png,
+)
+from tests.test_memory import SYSTEM, Harness  # noqa: E402
+
+
+@pytest.fixture
+def shared():
+    h = Harness("radix", 4, 16)
+    h.start(0, SYSTEM + [50])
+    h.finish(0)
+    h.start(1, SYSTEM + [60])
+    h.start(2, SYSTEM + [61, 62])
+    return h
+
+
+def test_snapshot_is_plain_data_and_owners_match_refcounts(shared):
+    s = snapshot(shared.mgr, "x")
+    assert s["label"] == "x" and s["cached"] == [0, 1, 2]
+    assert [r["rid"] for r in s["requests"]] == [1, 2]
+    assert s["requests"][1]["fill"] == [4, 4, 4, 2]
+    owners = page_owners(s)
+    assert owners[0] == [1, 2, "cache"]
+    assert [len(o) for o in owners] == s["refcounts"]
+    shared.start(3, [90])
+    assert snapshot(shared.mgr)["requests"][-1]["rid"] == 3
+    assert len(s["requests"]) == 2, "a snapshot must not change when the manager does"
+
+
+def test_describe_lists_shared_pages_and_tables(shared):
+    text = describe(snapshot(shared.mgr))
+    assert "shared pages (refcount > 1): p0x3 p1x3 p2x3" in text
+    assert "request 2: 14 tokens -> pages [0, 1, 2, 4]" in text
+    assert "8 logical pages in 5 physical (saved 3 pages, 37.5%)" in text
+
+
+def test_pool_figure_has_one_square_per_page_and_refcount_labels(shared):
+    s = snapshot(shared.mgr)
+    fig = draw_pool(s)
+    ax = fig.axes[0]
+    squares = [p for p in ax.patches if p.get_width() == 1 and p.get_facecolor()[:3]
+               == matplotlib.colors.to_rgb(FREE)]
+    assert len(squares) == 16
+    labels = [t.get_text() for t in ax.texts]
+    assert labels.count("x3") == 3 and "p15" in labels
+    plt.close(fig)
+
+
+def test_block_tables_draw_one_arrow_per_entry(shared):
+    s = snapshot(shared.mgr)
+    fig = draw_block_tables(s)
+    arrows = [t for t in fig.axes[0].texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == sum(len(r["pages"]) for r in s["requests"])
+    assert to_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cow_and_reservation_figures(shared):
+    shared.fork(2, 3)
+    before = snapshot(shared.mgr, "before")
+    copies = shared.grow(3, 1)
+    after = snapshot(shared.mgr, "after")
+    assert copies and after["requests"][-1]["pages"][-1] == copies[0][1]
+    fig = draw_cow(before, after, copies)
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    fig = draw_reservation([3, 10], max_len=16, page_size=4)
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == [16, 16, 4, 12, 3, 10]
+    plt.close(fig)
+
+
+def test_recorder_steps_through_states(shared):
+    rec = MemoryRecorder(shared.mgr)
+    rec.record("start")
+    shared.grow(1, 5)
+    rec.record("grow 1")
+    assert rec.labels == ["start", "grow 1"]
+    assert rec.states[0]["requests"][0]["length"] == 13
+    assert rec.states[1]["requests"][0]["length"] == 18
+    box = rec.step_through()
+    box.draw(1)
+    assert "1/1: grow 1" in box.children[1].value
