@@ -524,9 +524,9 @@ def no_sharing(
     kept: list[tuple[int, ...]] = []
     for i in range(n_requests):
         for _attempt in range(2000):
-            head = " ".join(rng.choice(words) for _ in range(3)) + ": "
-            body = corpus.document(rng, n_sentences)
-            ids = pieces_of.ids(head) + pieces_of.ids(body)
+            text = " ".join(rng.choice(words) for _ in range(3)) + ": "
+            text += corpus.document(rng, n_sentences)
+            ids = pieces_of.ids(text)
             if all(common_prefix_len(ids, k) <= max_shared for k in kept):
                 break
         else:
@@ -535,7 +535,7 @@ def no_sharing(
                 f"{max_shared} tokens (stuck at request {i}); raise max_shared or ask for fewer"
             )
         kept.append(ids)
-        drafts.append(_Draft((head, body), clock.start(), None, max_new_tokens))
+        drafts.append(_Draft((text,), clock.start(), None, max_new_tokens))
     params = dict(n_requests=n_requests, n_sentences=n_sentences, max_shared=max_shared,
                   seed=seed)
     return _finish("no-sharing", drafts, pieces_of.tokenize, params)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from radixlab import corpus
+from radixlab.checkpoint import TINY_MODEL_DIR
 from radixlab.workloads import (
     WORKLOADS,
     Trace,
@@ -28,6 +29,7 @@ from radixlab.workloads import (
     prefix_reuse,
     save_trace,
     shared_system_prompt,
+    shipped_tokenize,
     sized,
     tree_of_thought,
 )
@@ -369,3 +371,15 @@ def test_merge_traces_interleaves_and_remaps_parents():
         merge_traces()
     with pytest.raises(ValueError, match="Trace objects"):
         merge_traces(chat, [1, 2])
+
+
+@pytest.mark.skipif(not (TINY_MODEL_DIR / "tokenizer.json").exists(),
+                    reason="the shipped tokenizer (data/tiny-llama) is not built")
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_shipped_tokenizer_ids_match_text_and_vocab(name):
+    tokenize = shipped_tokenize()
+    trace = sized(name, 8, tokenize=tokenize)
+    for r in trace:
+        assert list(r.prompt_ids) == tokenize(r.text)
+        assert max(r.prompt_ids) < 512
+    assert sized(name, 8) == trace  # the default tokenizer is the shipped one
