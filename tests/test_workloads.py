@@ -383,3 +383,21 @@ def test_shipped_tokenizer_ids_match_text_and_vocab(name):
         assert list(r.prompt_ids) == tokenize(r.text)
         assert max(r.prompt_ids) < 512
     assert sized(name, 8) == trace  # the default tokenizer is the shipped one
+
+
+SHIPPED_TRACES = sorted((TINY_MODEL_DIR.parent / "traces").glob("*.jsonl"))
+
+
+def test_shipped_traces_exist_for_every_workload():
+    assert sorted(p.stem for p in SHIPPED_TRACES) == sorted(WORKLOADS)
+
+
+@pytest.mark.skipif(not (TINY_MODEL_DIR / "tokenizer.json").exists(),
+                    reason="the shipped tokenizer (data/tiny-llama) is not built")
+@pytest.mark.parametrize("path", SHIPPED_TRACES, ids=lambda p: p.stem)
+def test_shipped_traces_match_the_shipped_tokenizer(path):
+    trace = load_trace(path, vocab_size=512)
+    assert trace.name == path.stem
+    tokenize = shipped_tokenize()
+    for r in trace:
+        assert list(r.prompt_ids) == tokenize(r.text), "rerun scripts/make_traces.py"
