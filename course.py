@@ -80,7 +80,8 @@ def ensure_dot() -> None:
 
 
 def lab(args: list[str]) -> int:
-    return run([BIN / "jupyter", "lab", "--notebook-dir", ROOT / "notebooks", *args])
+    root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    return run([BIN / "jupyter", "lab", "--notebook-dir", ROOT / "notebooks", *root, *args])
 
 
 def test(args: list[str]) -> int:

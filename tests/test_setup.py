@@ -107,7 +107,8 @@ def test_lab_command_serves_the_notebooks(tmp_path):
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("JupyterLab did not start")
+                    log = proc.stdout.read().decode() if proc.poll() is not None else ""
+                    pytest.fail(f"JupyterLab did not start:\n{log[-2000:]}")
                 time.sleep(0.5)
         assert status == 200 and b"JupyterLab" in body
         status, body = _get(f"{base}/api/contents?token={token}")
@@ -117,5 +118,6 @@ def test_lab_command_serves_the_notebooks(tmp_path):
         cells = json.loads(body)["content"]["cells"]
         assert any("radixlab" in "".join(c["source"]) for c in cells)
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
