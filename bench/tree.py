@@ -11,7 +11,10 @@ cache is over it. The trace is a few long system prompts x many users x fresh qu
 `DIR` holds SGLang's source (`sglang/srt/mem_cache/radix_cache.py` somewhere below it, e.g. an
 unpacked `sglang` wheel or a checkout's `python/` folder). Only that one file is copied, into a
 temporary directory outside the repository, next to small stand-ins for the modules it imports;
-its allocator is a stub that only counts freed slots. Tested with sglang 0.5.23.
+its allocator is a stub that only counts freed slots. Tested with sglang 0.5.23, fetched with
+`pip download sglang==0.5.23 --no-deps -d /tmp/sg && unzip -q /tmp/sg/*.whl -d /tmp/sg/src`.
+SGLang's match returns only a length, so its row also gathers the slots
+(`path_device_indices`), which our `match_prefix` returns.
 
 Targets (issue 4): ours >= 5x the naive trie on long prompts; no slower than SGLang.
 """
