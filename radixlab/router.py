@@ -382,8 +382,11 @@ class Router:
     def _admit(self, budget: int, works: dict, copies: dict) -> None:
         cands = []
         for req in self.waiting:
-            m = self._match(req)
-            cands.append(Candidate(req.rid, req.seq, len(m), _node_path(m.node)))
+            if self.policy_name in CACHE_AWARE:
+                m = self._match(req)
+                cands.append(Candidate(req.rid, req.seq, len(m), _node_path(m.node)))
+            else:
+                cands.append(Candidate(req.rid, req.seq))
         inflight = _InFlight(self.defer_threshold) if self.defer_shared else None
         if inflight is not None:
             for r in self.running:
