@@ -95,8 +95,24 @@ def test_recorder_steps_through_states(shared):
     shared.grow(1, 5)
     rec.record("grow 1")
     assert rec.labels == ["start", "grow 1"]
+    shared.finish(1)
+    rec.record("1 left")
+    assert rec.states[2]["colors"][2] == rec.states[0]["colors"][2], "colors stay with requests"
     assert rec.states[0]["requests"][0]["length"] == 13
     assert rec.states[1]["requests"][0]["length"] == 18
     box = rec.step_through()
     box.draw(1)
-    assert "1/1: grow 1" in box.children[1].value
+    assert "1/2: grow 1" in box.children[1].value
+
+
+def test_snapshot_of_bare_block_tables():
+    from radixlab.memory import BlockTables, PageAllocator
+
+    t = BlockTables(PageAllocator(8), 2)
+    t.add("a")
+    t.append("a", 3)
+    t.fork("a", "b")
+    s = snapshot(t, "bare")
+    assert s["cached"] == [] and s["refcounts"][:2] == [2, 2]
+    assert (s["stats"]["logical_pages"], s["stats"]["physical_pages"]) == (4, 2)
+    assert "p0x2 p1x2" in describe(s)

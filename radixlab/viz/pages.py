@@ -27,22 +27,39 @@ def request_color(index: int) -> str:
 
 
 def snapshot(mgr: Any, label: str = "") -> dict[str, Any]:
-    """Plain-data copy of a KVCacheManager's memory: refcounts, cached pages, page tables."""
-    ps = mgr.page_size
+    """Plain-data copy of a KVCacheManager's (or bare BlockTables') memory: refcounts, cached
+    pages, page tables."""
+    tables = getattr(mgr, "tables", mgr)
+    ps = tables.page_size
     requests = []
-    for rid in mgr.tables.rids():
-        pages = mgr.pages(rid).tolist()
-        length = mgr.length(rid)
+    for rid in tables.rids():
+        pages = tables.pages(rid).tolist()
+        length = tables.length(rid)
         fill = [min(ps, length - i * ps) for i in range(len(pages))]
         requests.append({"rid": rid, "pages": pages, "length": length, "fill": fill})
+    alloc = tables.allocator
+    if hasattr(mgr, "stats"):
+        stats, cached = mgr.stats(), mgr.cached_pages().tolist()
+    else:
+        logical = sum(len(r["pages"]) for r in requests)
+        physical = len({p for r in requests for p in r["pages"]})
+        stats = {
+            "pages": alloc.num_pages, "used": alloc.num_used, "free": alloc.num_free,
+            "cached": 0, "evictable": 0, "protected": 0, "requests": len(requests),
+            "logical_pages": logical, "physical_pages": physical,
+            "saved_pages": logical - physical, "saved_bytes": None,
+            "saved_pct": 100.0 * (logical - physical) / logical if logical else 0.0,
+            "sharing_ratio": logical / physical if physical else 1.0,
+        }
+        cached = []
     return {
         "label": label,
         "page_size": ps,
-        "num_pages": mgr.allocator.num_pages,
-        "refcounts": mgr.allocator.refcounts().tolist(),
-        "cached": mgr.cached_pages().tolist(),
+        "num_pages": alloc.num_pages,
+        "refcounts": alloc.refcounts().tolist(),
+        "cached": cached,
         "requests": requests,
-        "stats": mgr.stats(),
+        "stats": stats,
     }
 
 
@@ -78,7 +95,9 @@ def describe(state: dict[str, Any]) -> str:
 
 
 def _colors(state: dict[str, Any]) -> dict[Hashable, str]:
-    return {req["rid"]: request_color(i) for i, req in enumerate(state["requests"])}
+    fixed = state.get("colors") or {}
+    return {req["rid"]: fixed.get(req["rid"], request_color(i))
+            for i, req in enumerate(state["requests"])}
 
 
 def _grid(num_pages: int, cols: int | None) -> tuple[int, int]:
@@ -250,9 +269,14 @@ class MemoryRecorder:
     def __init__(self, mgr: Any) -> None:
         self.mgr = mgr
         self.states: list[dict[str, Any]] = []
+        self._colors: dict[Hashable, str] = {}
 
     def record(self, label: str) -> dict[str, Any]:
+        """Snapshot now; a request keeps its color for the whole recording."""
         state = snapshot(self.mgr, label)
+        for req in state["requests"]:
+            self._colors.setdefault(req["rid"], request_color(len(self._colors)))
+        state["colors"] = dict(self._colors)
         self.states.append(state)
         return state
 
