@@ -74,6 +74,40 @@ def decode_reference(
     return extend_reference(q, k_pages, v_pages, page_table, seq_lens, ones, scale)
 
 
+
+def extend_batched(
+    q: torch.Tensor,
+    k_pages: torch.Tensor,
+    v_pages: torch.Tensor,
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    q_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """`extend_reference` without the Python loop: pad every request to the longest query run
+    and the longest context, gather all keys at once, mask what is padding or in the future,
+    and let torch's fused `scaled_dot_product_attention` do the rest."""
+    dev = q.device
+    page_size, kv_heads, head_dim = k_pages.shape[1], k_pages.shape[2], k_pages.shape[3]
+    seq_lens, q_lens = seq_lens.to(dev), q_lens.to(dev)
+    qi = torch.arange(int(q_lens.max()), device=dev)
+    q_valid = qi[None, :] < q_lens[:, None]                                   # [B, Qm]
+    rows = torch.where(q_valid, (torch.cumsum(q_lens, 0) - q_lens)[:, None] + qi[None, :], 0)
+    q_pos = (seq_lens - q_lens)[:, None] + qi[None, :]                       # [B, Qm]
+    pos = torch.arange(int(seq_lens.max()), device=dev)
+    k_valid = pos[None, :] < seq_lens[:, None]                                # [B, L]
+    slots = page_table.to(dev)[:, pos // page_size].long() * page_size + pos % page_size
+    slots = torch.where(k_valid, slots, 0)
+    k = k_pages.reshape(-1, kv_heads, head_dim)[slots]                        # [B, L, Hkv, D]
+    v = v_pages.reshape(-1, kv_heads, head_dim)[slots]
+    visible = k_valid[:, None, :] & (pos[None, None, :] <= q_pos[:, :, None])  # [B, Qm, L]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q[rows].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),        # [B, H, Qm|L, D]
+        attn_mask=visible[:, None], scale=scale, enable_gqa=True,
+    )
+    return out.transpose(1, 2)[q_valid]
+
+
 def decode_batched(
     q: torch.Tensor,
     k_pages: torch.Tensor,
@@ -82,22 +116,9 @@ def decode_batched(
     seq_lens: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    """`decode_reference` without the Python loop: gather every request's keys into one padded
-    [B, max_len] block (positions past a request's length are masked) and attend at once."""
-    page_size = k_pages.shape[1]
-    kv_heads, head_dim = k_pages.shape[2], k_pages.shape[3]
-    pos = torch.arange(int(seq_lens.max()), device=q.device)
-    valid = pos[None, :] < seq_lens.to(q.device)[:, None]                     # [B, L]
-    slots = page_table[:, pos // page_size].long() * page_size + pos % page_size
-    slots = torch.where(valid, slots, 0)
-    k = k_pages.reshape(-1, kv_heads, head_dim)[slots]                        # [B, L, Hkv, D]
-    v = v_pages.reshape(-1, kv_heads, head_dim)[slots]
-    qg = q.view(q.shape[0], kv_heads, -1, head_dim)                           # [B, Hkv, G, D]
-    scores = torch.einsum("bkgd,blkd->bkgl", qg, k) * scale
-    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32))
-    out = torch.einsum("bkgl,blkd->bkgd", probs.to(q.dtype), v)
-    return out.reshape(q.shape)
+    """`decode_reference` without the Python loop (`extend_batched` with one query each)."""
+    return extend_batched(q, k_pages, v_pages, page_table, seq_lens, torch.ones_like(seq_lens),
+                          scale)
 
 
 def extend_fast(
@@ -108,25 +129,38 @@ def extend_fast(
     seq_lens: torch.Tensor,
     q_lens: torch.Tensor,
     scale: float,
+    max_padding: float = 1.25,
 ) -> torch.Tensor:
-    """`extend_reference` with the decodes of a mixed batch done together by `decode_batched`;
-    prefill chunks (few, long) keep the per-request loop."""
-    q_lens_list = q_lens.tolist()
-    is_decode = torch.tensor([n == 1 for n in q_lens_list], device=page_table.device)
-    if not bool(is_decode.any()):
-        return extend_reference(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale)
-    starts = torch.cumsum(q_lens.to(q.device), 0) - q_lens.to(q.device)
-    rows = starts[is_decode.to(q.device)]
+    """The CPU path: requests bucketed by query length (longest first) so that padding each
+    bucket to its longest costs at most `max_padding` times the real work; one
+    `extend_batched` call per bucket (all decodes land in one bucket)."""
     out = torch.empty_like(q)
-    out[rows] = decode_batched(
-        q[rows], k_pages, v_pages, page_table[is_decode], seq_lens[is_decode.to(seq_lens.device)],
-        scale,
-    )
-    if not bool(is_decode.all()):
-        keep = ~is_decode
-        mask = torch.repeat_interleave(keep.to(q.device), q_lens.to(q.device))
-        out[mask] = extend_reference(
-            q[mask], k_pages, v_pages, page_table[keep], seq_lens[keep.to(seq_lens.device)],
-            q_lens[keep.to(q_lens.device)], scale,
+    lens = q_lens.tolist()
+    starts = [0]
+    for n in lens:
+        starts.append(starts[-1] + n)
+    for bucket in _buckets(lens, max_padding):
+        rows = torch.cat([torch.arange(starts[b], starts[b + 1]) for b in bucket]).to(q.device)
+        idx = torch.tensor(bucket)
+        out[rows] = extend_batched(
+            q[rows], k_pages, v_pages, page_table[idx.to(page_table.device)],
+            seq_lens[idx.to(seq_lens.device)], q_lens[idx.to(q_lens.device)], scale,
         )
     return out
+
+
+def _buckets(lens: list[int], max_padding: float) -> list[list[int]]:
+    """Indices grouped, longest first, while len(group) * longest <= max_padding * total."""
+    order = sorted(range(len(lens)), key=lambda b: -lens[b])
+    buckets: list[list[int]] = []
+    total = 0
+    for b in order:
+        if buckets and (len(buckets[-1]) + 1) * lens[buckets[-1][0]] <= max_padding * (
+            total + lens[b]
+        ):
+            buckets[-1].append(b)
+            total += lens[b]
+        else:
+            buckets.append([b])
+            total = lens[b]
+    return [sorted(bucket) for bucket in buckets]
