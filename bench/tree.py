@@ -22,6 +22,7 @@ Targets (issue 4): ours >= 5x the naive trie on long prompts; no slower than SGL
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import importlib
 import sys
@@ -29,6 +30,7 @@ import tempfile
 import textwrap
 import time
 from array import array
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -314,8 +316,11 @@ class SGLangAdapter:
 # ---------------------------------------------------------------------------------------------
 
 
-def replay(cache, prompts, slot_arrays, capacity: int, as_slots) -> tuple[float, int]:
-    """Run the trace; return (seconds, matched tokens). Slots are fresh ints per request."""
+def replay(make_cache, prompts, slot_arrays, capacity: int, as_slots) -> tuple[float, int]:
+    """Run the trace on a fresh cache; return (seconds, matched tokens). The previous run's
+    objects are collected first, so one implementation's garbage never slows the next."""
+    gc.collect()
+    cache = make_cache()
     next_slot = 0
     matched = 0
     t0 = time.perf_counter()
@@ -331,7 +336,9 @@ def replay(cache, prompts, slot_arrays, capacity: int, as_slots) -> tuple[float,
         over = cache.total_size() - capacity
         if over > 0:
             cache.evict(over)
-    return time.perf_counter() - t0, matched
+    elapsed = time.perf_counter() - t0
+    del cache
+    return elapsed, matched
 
 
 def main() -> None:
@@ -359,21 +366,21 @@ def main() -> None:
     offsets = [np.arange(len(p), dtype=np.int64) for p in prompts]
     for p in args.page_sizes:
         rows = {}
-        ours = RadixTree(page_size=p)
-        rows["radixlab RadixTree"] = replay(ours, prompts, offsets, args.capacity,
-                                            lambda off, base: off + base)
+        rows["radixlab RadixTree"] = replay(partial(RadixTree, page_size=p), prompts, offsets,
+                                            args.capacity, lambda off, base: off + base)
         for name, per_page in (("naive trie", False), ("naive per-page trie", True)):
             if per_page and p == 1:
                 continue
-            rows[name] = replay(NaiveTrie(p, per_page), lists, [o.tolist() for o in offsets],
-                                args.capacity, lambda off, base: [base + i for i in off])
+            rows[name] = replay(partial(NaiveTrie, p, per_page), lists,
+                                [o.tolist() for o in offsets], args.capacity,
+                                lambda off, base: [base + i for i in off])
         if sg is not None:
             import torch
 
-            adapter = SGLangAdapter(sg, p)
             rows["SGLang RadixCache"] = replay(
-                adapter, [array("q", x) for x in lists], [torch.from_numpy(o) for o in offsets],
-                args.capacity, lambda off, base: off + base)
+                partial(SGLangAdapter, sg, p), [array("q", x) for x in lists],
+                [torch.from_numpy(o) for o in offsets], args.capacity,
+                lambda off, base: off + base)
         n_ops = 2 * len(prompts)
         print(f"\npage_size={p}")
         print(f"  {'implementation':<22} {'ops/s':>10} {'seconds':>8} {'hit rate':>9}")
