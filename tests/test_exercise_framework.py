@@ -70,3 +70,11 @@ def test_hints_are_progressive_and_solution_prints_source(capsys):
 
 def test_not_a_function_is_incorrect():
     assert EX.evaluate(42).status == "incorrect"
+
+
+def test_configs_are_described_in_one_short_line():
+    from transformers import LlamaConfig
+
+    case = Case(LlamaConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=4,
+                            num_key_value_heads=2), 4)
+    assert case.describe() == "(LlamaConfig(layers=2, hidden=16, heads=4, kv_heads=2), 4)"

@@ -32,8 +32,21 @@ class Case:
 
 
 def _short(x: Any, limit: int = 120) -> str:
-    text = repr(x.tolist()) if isinstance(x, np.ndarray) else repr(x)
+    if isinstance(x, np.ndarray):
+        text = repr(x.tolist())
+    elif hasattr(x, "num_hidden_layers") and hasattr(x, "to_dict"):  # a transformers config
+        text = _config_repr(x)
+    else:
+        text = repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _config_repr(config: Any) -> str:
+    fields = ["num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads"]
+    short = {"num_hidden_layers": "layers", "hidden_size": "hidden",
+             "num_attention_heads": "heads", "num_key_value_heads": "kv_heads"}
+    inner = ", ".join(f"{short[f]}={getattr(config, f)}" for f in fields if hasattr(config, f))
+    return f"{type(config).__name__}({inner})"
 
 
 def default_compare(got: Any, expected: Any) -> bool:
