@@ -163,7 +163,9 @@ class Engine:
         return ids
 
     def _decode(self, ids: Sequence[int]) -> str | None:
-        return None if self.tokenizer is None else self.tokenizer.decode(list(ids))
+        if self.tokenizer is None:
+            return None
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     @staticmethod
     def _is_batch(prompts: Any) -> bool:
