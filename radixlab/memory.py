@@ -464,8 +464,12 @@ class KVCacheManager:
         missing = [p for p in pages.tolist() if p not in self._cache_pages]
         if missing:
             raise ValueError(f"match refers to page {missing[0]}, which the cache does not hold")
-        self.tables.add(rid, pages, len(slots))
         self.prefix_cache.inc_lock_ref(m.node)
+        try:
+            self.tables.add(rid, pages, len(slots))
+        except Exception:
+            self.prefix_cache.dec_lock_ref(m.node)
+            raise
         self._lock[rid] = (m.node, len(slots))
 
     def plan(self, rid: Hashable, n: int) -> int:

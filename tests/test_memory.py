@@ -502,3 +502,17 @@ def test_token_validation(tokens, match):
         as_token_array(tokens)
     with pytest.raises(ValueError, match="token id 9 >= vocab_size 8"):
         as_token_array([1, 9], vocab_size=8)
+
+
+@pytest.mark.parametrize("cache", ["radix", "hash"])
+def test_admit_with_a_stale_match_changes_nothing(cache):
+    h = Harness(cache, 2, 16)
+    h.start(0, [1, 2, 3, 4])
+    h.finish(0)
+    m = h.mgr.match([1, 2, 3, 4])
+    h.mgr.evict(16)
+    before = (h.mgr.allocator.refcounts(), h.mgr.stats())
+    with pytest.raises(ValueError, match="which the cache does not hold"):
+        h.mgr.admit(1, m)
+    assert np.array_equal(h.mgr.allocator.refcounts(), before[0]) and h.mgr.stats() == before[1]
+    assert 1 not in h.mgr.tables

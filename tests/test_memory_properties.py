@@ -213,7 +213,7 @@ def run(cache: str, ps: int, num_pages: int, ops) -> Harness:
 
 @pytest.mark.parametrize("cache", ["radix", "radix-lfu", "hash", "none"])
 @pytest.mark.parametrize("ps", [1, 3])
-@settings(max_examples=120)
+@settings(max_examples=250)
 @given(ops=manager_ops)
 def test_random_workloads_keep_memory_consistent(cache, ps, ops):
     run(cache, ps, num_pages=14 if ps == 3 else 30, ops=ops)
