@@ -116,3 +116,19 @@ def test_snapshot_of_bare_block_tables():
     assert s["cached"] == [] and s["refcounts"][:2] == [2, 2]
     assert (s["stats"]["logical_pages"], s["stats"]["physical_pages"]) == (4, 2)
     assert "p0x2 p1x2" in describe(s)
+
+
+def test_hash_chain_drawing_has_one_box_and_one_arrow_per_link():
+    from radixlab.hashcache import HashPrefixCache
+    from radixlab.viz.pages import draw_hash_chain
+
+    c = HashPrefixCache(page_size=2)
+    c.insert([1, 2, 3, 4], [0, 1, 2, 3])
+    c.insert([1, 2, 5, 6], [0, 1, 4, 5])
+    fig = draw_hash_chain(c, decode=lambda ids: "".join(chr(96 + i) for i in ids))
+    ax = fig.axes[0]
+    assert len(ax.patches) == 3
+    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == 2
+    assert "'ab'" in [t.get_text() for t in ax.texts]
+    plt.close(fig)

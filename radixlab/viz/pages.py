@@ -292,3 +292,48 @@ class MemoryRecorder:
         from radixlab.viz.stepper import step_through
 
         return step_through(self.states, self.render, labels=self.labels)
+
+
+def draw_hash_chain(cache_or_export: Any, decode: Any = None, title: str = "") -> Any:
+    """A hash prefix cache as boxes (one per block: short hash, page, tokens) with an arrow from
+    each block to the block whose hash it was chained on."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    state = cache_or_export.export() if hasattr(cache_or_export, "export") else cache_or_export
+    blocks = {b["id"]: b for b in state["blocks"]}
+    depth: dict[int, int] = {}
+    for bid in blocks:
+        d, cur = 0, blocks[bid]
+        while cur["parent"] is not None:
+            d, cur = d + 1, blocks[cur["parent"]]
+        depth[bid] = d
+    rows: dict[int, int] = {}
+    pos = {}
+    for bid in sorted(blocks, key=lambda b: (depth[b], b)):
+        r = rows.get(depth[bid], 0)
+        rows[depth[bid]] = r + 1
+        pos[bid] = (depth[bid] * 3.2, -r * 1.5)
+    width = max((x for x, _ in pos.values()), default=0) + 3.2
+    height = max(rows.values(), default=1) * 1.5
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * width), 0.9 * height + 0.6))
+    for bid, (x, y) in pos.items():
+        b = blocks[bid]
+        text = repr(decode(b["tokens"])) if decode else str(b["tokens"])
+        text = text if len(text) <= 22 else text[:19] + "..."
+        locked = b["lock_ref"] > 0
+        ax.add_patch(FancyBboxPatch((x, y), 2.6, 1.1, boxstyle="round,pad=0.05",
+                                    facecolor="#d9ead3" if locked else "#fff2cc",
+                                    edgecolor="black", lw=0.8))
+        ax.text(x + 1.3, y + 0.8, f"#{b['hash']}  page {b['page']}", ha="center", fontsize=7,
+                family="monospace")
+        ax.text(x + 1.3, y + 0.3, text, ha="center", fontsize=7)
+        if b["parent"] is not None:
+            px, py = pos[b["parent"]]
+            ax.annotate("", xy=(x, y + 0.55), xytext=(px + 2.6, py + 0.55),
+                        arrowprops={"arrowstyle": "->", "lw": 0.8})
+    ax.set_xlim(-0.2, width)
+    ax.set_ylim(-height + 0.3, 1.4)
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    return fig
