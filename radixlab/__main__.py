@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from radixlab.benchmark import CACHES, EXECUTORS, POLICIES, BenchConfig, format_table, sweep
-from radixlab.fleet import ROUTING_POLICIES, compare_routings
+from radixlab.fleet import BACKENDS, ROUTING_POLICIES, compare_routings
 from radixlab.workloads import WORKLOADS, Trace, byte_tokenize, load_trace, sized
 
 TOKENIZERS = ("shipped", "bytes")
@@ -227,7 +227,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     print(header)
     for t in _traces(args):
         for s in compare_routings(t, args.replicas, args.routing,
-                                  capacity_tokens=args.capacity_tokens):
+                                  capacity_tokens=args.capacity_tokens, backend=args.backend,
+                                  page_size=args.page_size):
             print(f"{t.name:<16} {s['routing']:<12} {s['hit_rate']:>6.1%} "
                   f"{1000 * s['mean_ttft_s']:>8.1f} {1000 * s['p99_ttft_s']:>8.1f} "
                   f"{s['busy_imbalance']:>13.2f}")
@@ -306,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=list(ROUTING_POLICIES))
     p.add_argument("--capacity-tokens", type=_int_at_least(1), default=4096,
                    help="prefix cache size of each replica, in tokens (default 4096)")
+    p.add_argument("--page-size", type=_int_at_least(1), default=1)
+    p.add_argument("--backend", choices=BACKENDS, default="fifo",
+                   help="fifo: one request at a time per replica; router: each replica is a "
+                        "cost-model engine with continuous batching")
     p.set_defaults(func=cmd_fleet)
 
     p = sub.add_parser("replay", help="replay a trace against an OpenAI-compatible server and "

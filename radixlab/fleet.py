@@ -125,6 +125,7 @@ class FleetResult:
     routing: str
     n_replicas: int
     requests: list[RoutedRequest] = field(default_factory=list)
+    busy_s: list[float] | None = None   # seconds each replica spent computing
 
     def per_replica(self) -> list[dict[str, float]]:
         """Requests, prompt and computed tokens, busy seconds and hit rate of each replica."""
@@ -138,7 +139,8 @@ class FleetResult:
                 "requests": len(rs),
                 "prompt_tokens": prompt,
                 "computed_tokens": prompt - cached,
-                "busy_s": sum(r.finish - r.start for r in rs),
+                "busy_s": self.busy_s[i] if self.busy_s is not None
+                else sum(r.finish - r.start for r in rs),
                 "hit_rate": cached / prompt if prompt else 0.0,
             })
         return out
@@ -167,10 +169,13 @@ class FleetResult:
 
 
 class _Replica:
+    """A FIFO replica: one request at a time on the per-request cost model."""
+
     def __init__(self, capacity: int | None, page_size: int, router_capacity: int | None):
         self.cache = PrefixCache(capacity, page_size)
         self.approx = PrefixCache(router_capacity, page_size)
         self.busy_until = 0.0
+        self.busy_s = 0.0
         self.finishes: list[float] = []
 
     def load(self, now: float) -> int:
@@ -178,11 +183,85 @@ class _Replica:
             heapq.heappop(self.finishes)
         return len(self.finishes)
 
+    def wait_s(self, now: float) -> float:
+        return max(0.0, self.busy_until - now)
+
+    def advance(self, now: float) -> None:
+        pass
+
+    def serve(self, req: TraceRequest, now: float, cost: ReplicaCost) -> tuple[int, float, float,
+                                                                             float]:
+        """Queue `req`; (cached tokens, start, first token, finish) times."""
+        prompt = list(req.prompt_ids)
+        start = max(now, self.busy_until)
+        cached = min(self.cache.match(prompt), len(prompt) - 1)  # one token is always computed
+        uncached = len(prompt) - cached
+        first = start + cost.prefill_s(uncached)
+        finish = start + cost.service_s(uncached, req.max_new_tokens)
+        self.busy_until = finish
+        self.busy_s += finish - start
+        heapq.heappush(self.finishes, finish)
+        self.cache.add(prompt)
+        return cached, start, first, finish
+
+
+class _RouterReplica:
+    """A replica that is a whole engine: `Router` + `CostModelExecutor` over a paged pool."""
+
+    def __init__(self, pool_tokens: int, page_size: int, policy: str, cost: ReplicaCost,
+                 router_capacity: int | None, vocab_size: int) -> None:
+        from radixlab.executor import CostModelExecutor
+        from radixlab.memory import KVCacheManager, PageAllocator
+        from radixlab.router import Router
+
+        if pool_tokens < page_size:
+            raise ValueError(f"capacity_tokens {pool_tokens} is smaller than one page "
+                             f"({page_size})")
+        self.manager = KVCacheManager(PageAllocator(pool_tokens // page_size), page_size,
+                                      RadixTree(page_size=page_size))
+        self.router = Router(self.manager, policy=policy, vocab_size=vocab_size)
+        self.executor = CostModelExecutor(
+            page_size=page_size, vocab_size=vocab_size,
+            prefill_s_per_token=cost.prefill_s_per_token,
+            decode_s_per_token=cost.decode_s_per_token, step_s=cost.overhead_s)
+        self.approx = PrefixCache(router_capacity, page_size)
+        self.cost = cost
+        self.busy_s = 0.0
+
+    def _step(self) -> None:
+        before = self.router.clock
+        self.router.step(self.executor)
+        self.busy_s += self.router.clock - before
+
+    def advance(self, now: float) -> None:
+        """Run steps until the replica's clock reaches `now` (or it has nothing to do)."""
+        while self.router.has_work() and self.router.clock < now:
+            self._step()
+        self.router.clock = max(self.router.clock, now)
+
+    def load(self, now: float) -> int:
+        return len(self.router.waiting) + len(self.router.running)
+
+    def wait_s(self, now: float) -> float:
+        left = sum(len(r.tokens) - r.num_computed + r.max_new_tokens - len(r.output)
+                   for r in self.router.waiting + self.router.running)
+        return self.cost.prefill_s_per_token * left
+
+    def serve(self, req: TraceRequest, now: float, cost: ReplicaCost) -> None:
+        self.router.add_request(req.prompt_ids, req.max_new_tokens, rid=req.rid, arrival_s=now)
+
+    def drain(self) -> None:
+        while self.router.has_work():
+            self._step()
+
 
 def _check_threshold(name: str, v: Any, low: float, high: float = math.inf) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {v!r}")
     return float(v)
+
+
+BACKENDS = ("fifo", "router")
 
 
 def simulate_fleet(
@@ -197,51 +276,79 @@ def simulate_fleet(
     cache_threshold: float = 0.5,
     balance_abs_threshold: int = 4,
     balance_rel_threshold: float = 1.5,
+    backend: str = "fifo",
+    policy: str = "lpm",
+    vocab_size: int = 512,
 ) -> FleetResult:
-    """Route every request of `trace` (in arrival order) to one of `n_replicas` and serve it."""
+    """Route every request of `trace` (in arrival order) to one of `n_replicas` and serve it.
+
+    `backend="fifo"`: each replica is a bounded prefix cache serving one request at a time;
+    `backend="router"`: each replica is a full cost-model engine (`Router` with `policy`,
+    continuous batching, a KV pool of `capacity_tokens`), stepped in simulated time.
+    """
     if isinstance(n_replicas, bool) or not isinstance(n_replicas, int) or n_replicas < 1:
         raise ValueError(f"n_replicas must be an int >= 1, got {n_replicas!r}")
     if routing not in ROUTING_POLICIES:
         known = ", ".join(ROUTING_POLICIES)
         raise ValueError(f"unknown routing {routing!r}; choose one of {known}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     _check_threshold("cache_threshold", cache_threshold, 0.0, 1.0)
     bat = balance_abs_threshold
     if isinstance(bat, bool) or not isinstance(bat, int) or bat < 0:
         raise ValueError(f"balance_abs_threshold must be an int >= 0, got {bat!r}")
     _check_threshold("balance_rel_threshold", balance_rel_threshold, 1.0)
     cost = cost if cost is not None else ReplicaCost()
-    replicas = [_Replica(capacity_tokens, page_size, router_capacity_tokens)
-                for _ in range(n_replicas)]
+    if backend == "router":
+        if capacity_tokens is None:
+            raise ValueError("backend='router' needs capacity_tokens (the KV pool of a replica)")
+        replicas: list[Any] = [
+            _RouterReplica(capacity_tokens, page_size, policy, cost, router_capacity_tokens,
+                           vocab_size) for _ in range(n_replicas)]
+    else:
+        replicas = [_Replica(capacity_tokens, page_size, router_capacity_tokens)
+                    for _ in range(n_replicas)]
     result = FleetResult(routing, n_replicas)
+    routed: list[tuple[TraceRequest, int, int, str]] = []
     last_arrival = 0.0
     for k, req in enumerate(trace):
         if req.arrival < last_arrival:
             raise ValueError(f"request {req.rid} arrives at {req.arrival}, before {last_arrival}; "
                              "a fleet trace must be in arrival order")
         last_arrival = now = req.arrival
+        for rep in replicas:
+            rep.advance(now)
         prompt = list(req.prompt_ids)
-        loads = [r.load(now) for r in replicas]
-        predicted = [r.approx.match(prompt) for r in replicas]
+        matches = [r.approx.match(prompt) for r in replicas]
         choice, reason = _route(
-            routing, k, prompt, loads, predicted, replicas, now, cost,
-            cache_threshold, balance_abs_threshold, balance_rel_threshold,
+            routing, k, len(prompt),
+            loads=[r.load(now) for r in replicas],
+            predicted=matches,
+            tree_sizes=[r.approx.size() for r in replicas],
+            waits=[r.wait_s(now) for r in replicas],
+            cost=cost, threshold=cache_threshold, abs_threshold=bat,
+            rel_threshold=balance_rel_threshold,
         )
-        rep = replicas[choice]
-        start = max(now, rep.busy_until)
-        cached = rep.cache.match(prompt)
-        if cached == len(prompt):  # one token is always recomputed to produce the first output
-            cached -= 1
-        uncached = len(prompt) - cached
-        first = start + cost.prefill_s(uncached)
-        finish = start + cost.service_s(uncached, req.max_new_tokens)
-        rep.busy_until = finish
-        heapq.heappush(rep.finishes, finish)
-        rep.cache.add(prompt)
+        rep, predicted = replicas[choice], matches[choice]
+        served = rep.serve(req, now, cost)
         rep.approx.add(prompt)
-        result.requests.append(RoutedRequest(
-            req.rid, choice, now, start, len(prompt), cached, predicted[choice],
-            first - now, finish, reason,
-        ))
+        if served is not None:
+            cached, start, first, finish = served
+            result.requests.append(RoutedRequest(
+                req.rid, choice, now, start, len(prompt), cached, predicted, first - now, finish,
+                reason))
+        else:
+            routed.append((req, choice, predicted, reason))
+    if backend == "router":
+        for rep in replicas:
+            rep.drain()
+        for req, choice, predicted, reason in routed:
+            st = replicas[choice].router.metrics.requests[req.rid]
+            result.requests.append(RoutedRequest(
+                req.rid, choice, st.arrival_s, st.first_admit_s, len(req.prompt_ids),
+                st.cached_tokens, predicted, st.first_token_s - st.arrival_s, st.finish_s,
+                reason))
+    result.busy_s = [r.busy_s for r in replicas]
     return result
 
 
@@ -250,27 +357,27 @@ def _argmin(values: Sequence[float]) -> int:
 
 
 def _route(
-    routing: str, k: int, prompt: list[int], loads: list[int], predicted: list[int],
-    replicas: list[_Replica], now: float, cost: ReplicaCost,
+    routing: str, k: int, prompt_len: int, *, loads: list[int], predicted: list[int],
+    tree_sizes: list[int], waits: list[float], cost: ReplicaCost,
     threshold: float, abs_threshold: int, rel_threshold: float,
 ) -> tuple[int, str]:
-    n = len(replicas)
+    """The replica for the k-th request, and why (the front router's whole decision)."""
+    n = len(loads)
     if routing == "round-robin":
         return k % n, "turn"
     if routing == "least-load":
         return _argmin(loads), "least load"
     if routing == "min-ttft":
-        est = [max(0.0, r.busy_until - now) + cost.prefill_s(len(prompt) - p)
-               for r, p in zip(replicas, predicted, strict=True)]
+        est = [w + cost.prefill_s(prompt_len - p) for w, p in zip(waits, predicted, strict=True)]
         return _argmin(est), "min est. TTFT"
     if routing == "hybrid":
         hi, lo = max(loads), min(loads)
         if hi - lo > abs_threshold and hi > lo * rel_threshold:
             return _argmin(loads), "imbalanced: least load"
     best = max(range(n), key=lambda i: (predicted[i], -i))
-    if predicted[best] / len(prompt) > threshold:
+    if predicted[best] / prompt_len > threshold:
         return best, "prefix match"
-    return _argmin([r.approx.size() for r in replicas]), "smallest tree"
+    return _argmin(tree_sizes), "smallest tree"
 
 
 def compare_routings(

@@ -73,6 +73,7 @@ def test_bench_on_a_trace_file(capsys, tmp_path):
         (["bench", "--rate", "0"], "'0' must be a number > 0"),
         (["fleet", "--routing", "sticky"], "unknown routing 'sticky'"),
         (["fleet", "--replicas", "0"], "0 is too small"),
+        (["fleet", "--backend", "gpu"], "invalid choice: 'gpu'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "required"),
     ],
@@ -108,6 +109,12 @@ def test_fleet_prints_every_routing(capsys):
     assert rc == 0
     for routing in ("round-robin", "least-load", "cache-aware", "hybrid", "min-ttft"):
         assert routing in out
+
+
+def test_fleet_router_backend(capsys):
+    rc, out, _ = run(capsys, "fleet", *BYTES, "--workload", "few-shot", "--requests", "12",
+                     "--replicas", "2", "--backend", "router", "--routing", "cache-aware")
+    assert rc == 0 and "cache-aware" in out and "round-robin" not in out
 
 
 def test_replay_against_fake_server(capsys):

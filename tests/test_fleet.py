@@ -184,3 +184,62 @@ def test_bad_cost_and_order():
     reqs = [TraceRequest(0, [1], 2.0), TraceRequest(1, [2], 1.0)]
     with pytest.raises(ValueError, match="arrival order"):
         simulate_fleet(reqs, 2)
+
+
+def test_router_backend_one_replica_matches_run_trace():
+    from radixlab.executor import CostModelExecutor
+    from radixlab.memory import KVCacheManager, PageAllocator
+    from radixlab.router import Router, run_trace
+    from radixlab.tree import RadixTree
+
+    trace = few_shot(20, 3, n_tasks=2, rate=30.0, tokenize=B, seed=4)
+    cost = ReplicaCost(prefill_s_per_token=1e-4, decode_s_per_token=4e-4, overhead_s=5e-3)
+    res = simulate_fleet(trace, 1, "round-robin", backend="router", capacity_tokens=2048,
+                         page_size=4, cost=cost)
+    mgr = KVCacheManager(PageAllocator(512), 4, RadixTree(page_size=4))
+    metrics = run_trace(trace, Router(mgr, policy="lpm", vocab_size=512),
+                        CostModelExecutor(page_size=4, vocab_size=512))
+    assert [r.cached for r in res.requests] == [
+        metrics.requests[r.rid].cached_tokens for r in trace]
+    assert [r.ttft for r in res.requests] == pytest.approx(
+        [metrics.requests[r.rid].ttft_s for r in trace])
+    assert res.summary()["hit_rate"] == pytest.approx(metrics.hit_rate)
+
+
+def test_router_backend_routes_and_keeps_invariants():
+    from radixlab import fleet
+
+    trace = few_shot(48, 4, n_tasks=4, rate=20.0, tokenize=B, seed=5)
+    built = []
+    original = fleet._RouterReplica.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        built.append(self)
+
+    fleet._RouterReplica.__init__ = spy
+    try:
+        ca = simulate_fleet(trace, 3, "cache-aware", backend="router", capacity_tokens=4096)
+    finally:
+        fleet._RouterReplica.__init__ = original
+    rr = simulate_fleet(trace, 3, "round-robin", backend="router", capacity_tokens=4096)
+    assert ca.summary()["hit_rate"] > rr.summary()["hit_rate"] + 0.05
+    assert len(ca.requests) == 48 and len(built) == 3
+    for rep in built:
+        assert not rep.router.has_work()
+        rep.manager.check_invariants()
+    assert sum(p["busy_s"] for p in ca.per_replica()) > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(backend="gpu"), "unknown backend 'gpu'"),
+        (dict(backend="router", capacity_tokens=None), "needs capacity_tokens"),
+        (dict(backend="router", capacity_tokens=8, page_size=16), "smaller than one page"),
+        (dict(backend="router", policy="lifo"), "lifo"),
+    ],
+)
+def test_bad_router_backend_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        simulate_fleet(trace_of([[1, 2]]), **kwargs)
