@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from radixlab.attention import paged_attention_extend
+from radixlab.attention import paged_attention_extend, plan_extend, resolve_backend
 from radixlab.memory import KVPool
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
@@ -141,6 +141,10 @@ class PagedModel:
         cos, sin = inner.rotary_emb(h[None], batch.positions[None])
         cos, sin = cos[0], sin[0]
         n = h.shape[0]
+        backend = resolve_backend(self.attention_backend, h)
+        plan = None
+        if backend == "torch":  # the gather indices are the same for every layer: build once
+            plan = plan_extend(batch.page_table, batch.seq_lens, batch.q_lens, self.page_size)
         for i, layer in enumerate(inner.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
@@ -151,7 +155,7 @@ class PagedModel:
             self.pool.write(i, batch.write_slots, k, v)
             o = paged_attention_extend(
                 q, self.pool.k[i], self.pool.v[i], batch.page_table, batch.seq_lens,
-                batch.q_lens, scale=attn.scaling, backend=self.attention_backend,
+                batch.q_lens, scale=attn.scaling, backend=backend, plan=plan,
             )
             h = h + attn.o_proj(o.reshape(n, -1))
             h = h + layer.mlp(layer.post_attention_layernorm(h))

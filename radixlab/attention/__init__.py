@@ -15,9 +15,17 @@ from __future__ import annotations
 
 import torch
 
-from radixlab.attention.reference import decode_batched, extend_fast, slots_from_page_table
+from radixlab.attention.reference import (
+    BatchIndex,
+    decode_batched,
+    extend_fast,
+    plan_extend,
+    slots_from_page_table,
+)
 
 __all__ = [
+    "plan_extend",
+    "resolve_backend",
     "paged_attention_decode",
     "paged_attention_extend",
     "page_table_from_slots",
@@ -27,7 +35,8 @@ __all__ = [
 BACKENDS = ("auto", "torch", "triton")
 
 
-def _pick(backend: str, q: torch.Tensor) -> str:
+def resolve_backend(backend: str, q: torch.Tensor) -> str:
+    """The backend that will run: "torch" or "triton"."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -62,17 +71,21 @@ def paged_attention_extend(
     q_lens: torch.Tensor,
     scale: float | None = None,
     backend: str = "auto",
+    plan: list[BatchIndex] | None = None,
 ) -> torch.Tensor:
-    """New tokens attend to their request's cached prefix and causally to each other."""
+    """New tokens attend to their request's cached prefix and causally to each other.
+
+    `plan` (torch path only): `plan_extend(page_table, seq_lens, q_lens, page_size)` built once
+    per batch and reused by every layer."""
     _check(q, k_pages, v_pages, page_table, seq_lens)
     if q_lens.shape != seq_lens.shape or int(q_lens.sum()) != q.shape[0]:
         raise ValueError(f"q_lens must be [B] and sum to {q.shape[0]} rows of q, got {q_lens}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if _pick(backend, q) == "triton":
+    if resolve_backend(backend, q) == "triton":
         from radixlab.attention.triton_kernels import extend_triton
 
         return extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale)
-    return extend_fast(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale)
+    return extend_fast(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale, plan)
 
 
 def paged_attention_decode(
@@ -91,7 +104,7 @@ def paged_attention_decode(
             f"decode needs one query per request: {q.shape[0]} rows, {page_table.shape[0]} requests"
         )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if _pick(backend, q) == "triton":
+    if resolve_backend(backend, q) == "triton":
         from radixlab.attention.triton_kernels import decode_triton
 
         return decode_triton(q, k_pages, v_pages, page_table, seq_lens, scale)

@@ -9,6 +9,8 @@ they see the whole cached prefix and, causally, each other.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -75,6 +77,55 @@ def decode_reference(
 
 
 
+@dataclass
+class BatchIndex:
+    """Where a group of requests' queries and keys are, padded to rectangles. It depends only on
+    the batch's layout, so one forward builds it once and every layer reuses it."""
+
+    rows: torch.Tensor       # [B, Qm] row of each query in the flat q (0 where padding)
+    q_valid: torch.Tensor    # [B, Qm] real query, not padding
+    slots: torch.Tensor      # [B, L] slot of each key position (0 where padding)
+    visible: torch.Tensor    # [B, Qm, L] key visible to query: in range and not in the future
+    out_rows: torch.Tensor   # [n] flat rows this group's outputs go to (rows[q_valid])
+
+
+def index_batch(
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    q_lens: torch.Tensor,
+    q_starts: torch.Tensor,
+    page_size: int,
+) -> BatchIndex:
+    """The padded index of a group of requests whose queries start at rows q_starts of q."""
+    dev = page_table.device
+    seq_lens, q_lens, q_starts = seq_lens.to(dev), q_lens.to(dev), q_starts.to(dev)
+    qi = torch.arange(int(q_lens.max()), device=dev)
+    q_valid = qi[None, :] < q_lens[:, None]
+    rows = torch.where(q_valid, q_starts[:, None] + qi[None, :], 0)
+    q_pos = (seq_lens - q_lens)[:, None] + qi[None, :]
+    pos = torch.arange(int(seq_lens.max()), device=dev)
+    k_valid = pos[None, :] < seq_lens[:, None]
+    slots = page_table[:, pos // page_size].long() * page_size + pos % page_size
+    slots = torch.where(k_valid, slots, 0)
+    visible = k_valid[:, None, :] & (pos[None, None, :] <= q_pos[:, :, None])
+    return BatchIndex(rows, q_valid, slots, visible, rows[q_valid])
+
+
+def attend_indexed(
+    q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, index: BatchIndex, scale: float
+) -> torch.Tensor:
+    """Gather keys/values by `index.slots`, queries by `index.rows`, one fused SDPA call;
+    returns the outputs of the real queries, [len(index.out_rows), q_heads, head_dim]."""
+    kv_heads, head_dim = k_pages.shape[2], k_pages.shape[3]
+    k = k_pages.reshape(-1, kv_heads, head_dim)[index.slots]                  # [B, L, Hkv, D]
+    v = v_pages.reshape(-1, kv_heads, head_dim)[index.slots]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q[index.rows].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),  # [B, H, Qm|L, D]
+        attn_mask=index.visible[:, None], scale=scale, enable_gqa=True,
+    )
+    return out.transpose(1, 2)[index.q_valid]
+
+
 def extend_batched(
     q: torch.Tensor,
     k_pages: torch.Tensor,
@@ -87,25 +138,10 @@ def extend_batched(
     """`extend_reference` without the Python loop: pad every request to the longest query run
     and the longest context, gather all keys at once, mask what is padding or in the future,
     and let torch's fused `scaled_dot_product_attention` do the rest."""
-    dev = q.device
-    page_size, kv_heads, head_dim = k_pages.shape[1], k_pages.shape[2], k_pages.shape[3]
-    seq_lens, q_lens = seq_lens.to(dev), q_lens.to(dev)
-    qi = torch.arange(int(q_lens.max()), device=dev)
-    q_valid = qi[None, :] < q_lens[:, None]                                   # [B, Qm]
-    rows = torch.where(q_valid, (torch.cumsum(q_lens, 0) - q_lens)[:, None] + qi[None, :], 0)
-    q_pos = (seq_lens - q_lens)[:, None] + qi[None, :]                       # [B, Qm]
-    pos = torch.arange(int(seq_lens.max()), device=dev)
-    k_valid = pos[None, :] < seq_lens[:, None]                                # [B, L]
-    slots = page_table.to(dev)[:, pos // page_size].long() * page_size + pos % page_size
-    slots = torch.where(k_valid, slots, 0)
-    k = k_pages.reshape(-1, kv_heads, head_dim)[slots]                        # [B, L, Hkv, D]
-    v = v_pages.reshape(-1, kv_heads, head_dim)[slots]
-    visible = k_valid[:, None, :] & (pos[None, None, :] <= q_pos[:, :, None])  # [B, Qm, L]
-    out = torch.nn.functional.scaled_dot_product_attention(
-        q[rows].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),        # [B, H, Qm|L, D]
-        attn_mask=visible[:, None], scale=scale, enable_gqa=True,
-    )
-    return out.transpose(1, 2)[q_valid]
+    q_lens = q_lens.to(page_table.device)
+    index = index_batch(page_table, seq_lens, q_lens, torch.cumsum(q_lens, 0) - q_lens,
+                        k_pages.shape[1])
+    return attend_indexed(q, k_pages, v_pages, index, scale)
 
 
 def decode_batched(
@@ -121,6 +157,25 @@ def decode_batched(
                           scale)
 
 
+def plan_extend(
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    q_lens: torch.Tensor,
+    page_size: int,
+    max_padding: float = 1.1,
+) -> list[BatchIndex]:
+    """Bucket requests by query length (longest first) so that padding a bucket to its longest
+    costs at most `max_padding` times its real work (all decodes land in one bucket)."""
+    lens = q_lens.tolist()
+    starts = torch.cumsum(q_lens, 0) - q_lens
+    plan = []
+    for bucket in _buckets(lens, max_padding):
+        idx = torch.tensor(bucket, device=page_table.device)
+        plan.append(index_batch(page_table[idx], seq_lens.to(idx.device)[idx],
+                                q_lens.to(idx.device)[idx], starts.to(idx.device)[idx], page_size))
+    return plan
+
+
 def extend_fast(
     q: torch.Tensor,
     k_pages: torch.Tensor,
@@ -129,23 +184,15 @@ def extend_fast(
     seq_lens: torch.Tensor,
     q_lens: torch.Tensor,
     scale: float,
-    max_padding: float = 1.25,
+    plan: list[BatchIndex] | None = None,
 ) -> torch.Tensor:
-    """The CPU path: requests bucketed by query length (longest first) so that padding each
-    bucket to its longest costs at most `max_padding` times the real work; one
-    `extend_batched` call per bucket (all decodes land in one bucket)."""
+    """The CPU path: one `attend_indexed` call per bucket of `plan_extend` (pass `plan` to
+    reuse one built for an earlier layer of the same batch)."""
+    if plan is None:
+        plan = plan_extend(page_table, seq_lens, q_lens, k_pages.shape[1])
     out = torch.empty_like(q)
-    lens = q_lens.tolist()
-    starts = [0]
-    for n in lens:
-        starts.append(starts[-1] + n)
-    for bucket in _buckets(lens, max_padding):
-        rows = torch.cat([torch.arange(starts[b], starts[b + 1]) for b in bucket]).to(q.device)
-        idx = torch.tensor(bucket)
-        out[rows] = extend_batched(
-            q[rows], k_pages, v_pages, page_table[idx.to(page_table.device)],
-            seq_lens[idx.to(seq_lens.device)], q_lens[idx.to(q_lens.device)], scale,
-        )
+    for index in plan:
+        out[index.out_rows.to(q.device)] = attend_indexed(q, k_pages, v_pages, index, scale)
     return out
 
 
