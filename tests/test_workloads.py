@@ -401,3 +401,23 @@ def test_shipped_traces_match_the_shipped_tokenizer(path):
     tokenize = shipped_tokenize()
     for r in trace:
         assert list(r.prompt_ids) == tokenize(r.text), "rerun scripts/make_traces.py"
+
+
+@st.composite
+def random_traces(draw):
+    n = draw(st.integers(1, 8))
+    arrivals = sorted(draw(st.lists(st.floats(0, 100, allow_nan=False), min_size=n, max_size=n)))
+    requests = []
+    for i in range(n):
+        parent = draw(st.one_of(st.none(), st.integers(0, i - 1))) if i else None
+        ids = draw(st.lists(st.integers(0, 511), min_size=1, max_size=12))
+        text = draw(st.one_of(st.none(), st.text(max_size=20)))
+        requests.append(TraceRequest(i, ids, arrivals[i], parent, draw(st.integers(1, 64)), text))
+    return Trace(draw(st.sampled_from(["t", "chat", "x y"])), requests, {"k": 1})
+
+
+@settings(max_examples=60)
+@given(random_traces())
+def test_save_load_round_trip_property(tmp_path_factory, trace):
+    path = tmp_path_factory.mktemp("rt") / "t.jsonl"
+    assert load_trace(save_trace(trace, path)) == trace
