@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("CUDA_VISIBLE_DEVICES") else "1")
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from radixlab.attention import (  # noqa: E402
+from radixlab.attention import (
     page_table_from_slots,
     paged_attention_decode,
     paged_attention_extend,
     slots_from_page_table,
 )
-from radixlab.attention.reference import attend, extend_reference  # noqa: E402
+from radixlab.attention.reference import attend, extend_reference
+
+# The kernels are jitted on first use, so setting this before the first call is enough.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def make_batch(seed, seq_lens, q_lens, page_size, q_heads, kv_heads, head_dim, dtype=torch.float32):
@@ -61,6 +64,11 @@ def dense_attention(q, k_pages, v_pages, page_table, seq_lens, q_lens):
         outs.append(o.transpose(0, 1))
         start += n
     return torch.cat(outs)
+
+
+def _to(tensors):
+    """On a GPU the compiled kernels need device tensors; on the CPU (interpreter) nothing moves."""
+    return tuple(t.to(DEVICE) for t in tensors)
 
 
 shapes = st.tuples(
@@ -120,7 +128,7 @@ def test_triton_extend_matches_reference(shape, seed):
     ps, (hq, hkv), d, pairs = shape
     seq_lens, q_lens = _lens(pairs)
     args = make_batch(seed, seq_lens, q_lens, ps, hq, hkv, d)
-    got = paged_attention_extend(*args, backend="triton")
+    got = paged_attention_extend(*_to(args), backend="triton").cpu()
     torch.testing.assert_close(
         got, paged_attention_extend(*args, backend="torch"), rtol=1e-5, atol=1e-5
     )
@@ -132,7 +140,7 @@ def test_triton_decode_matches_reference(shape, seed):
     ps, (hq, hkv), d, pairs = shape
     seq_lens, _ = _lens(pairs)
     q, k, v, pt, sl, _ = make_batch(seed, seq_lens, [1] * len(seq_lens), ps, hq, hkv, d)
-    got = paged_attention_decode(q, k, v, pt, sl, backend="triton")
+    got = paged_attention_decode(*_to((q, k, v, pt, sl)), backend="triton").cpu()
     torch.testing.assert_close(
         got, paged_attention_decode(q, k, v, pt, sl, backend="torch"), rtol=1e-5, atol=1e-5
     )
@@ -143,7 +151,7 @@ def test_triton_long_ragged_batch(page_size):
     """Several key blocks per request, a prefill chunk longer than one query block, ragged."""
     seq_lens, q_lens = [70, 33, 5, 40], [20, 33, 1, 3]
     args = make_batch(page_size, seq_lens, q_lens, page_size, 4, 2, 16)
-    got = paged_attention_extend(*args, backend="triton")
+    got = paged_attention_extend(*_to(args), backend="triton").cpu()
     torch.testing.assert_close(
         got, paged_attention_extend(*args, backend="torch"), rtol=1e-5, atol=1e-5
     )

@@ -210,3 +210,13 @@ def test_shipped_model_matches_transformers_in_float32(page_size):
         rid = engine.last_stats.per_request[outs.index(out)]["rid"]
         got = torch.stack(engine.executor.logits[rid])
         torch.testing.assert_close(got, torch.cat(ref.logits)[: len(got)], rtol=1e-4, atol=1e-4)
+
+
+def test_progress_bar_for_long_batches(capsys):
+    engine = Engine(model=MODELS["llama"], page_size=4, pool_tokens=2048)
+    prompts = [[i % VOCAB, (3 * i) % VOCAB, 5] for i in range(16)]
+    engine.generate(prompts, max_new_tokens=2)  # 16 prompts: a bar by default
+    assert "16/16" in capsys.readouterr().err
+    engine.generate(prompts[:3], max_new_tokens=2)  # short batch: quiet
+    engine.generate(prompts, max_new_tokens=2, progress=False)
+    assert capsys.readouterr().err == ""

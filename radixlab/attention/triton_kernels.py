@@ -174,6 +174,6 @@ def extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale: floa
         stride_pt,
         GROUP=group, PAGE_SIZE=k_pages.shape[1], HEAD_DIM=head_dim,
         BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        PRECISION="ieee" if q.dtype == torch.float32 else None,
     )
     return out
