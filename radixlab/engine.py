@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,14 +223,15 @@ class Engine:
                 )
         events = self._run(ids, max_new_tokens, float(temperature), float(top_p), seed, progress)
         if stream:
-            return events
-        results = self._drain(events, len(ids))
-        return results if batch else results[0]
-
-    def _drain(self, events: Iterator[StreamEvent], n: int) -> list[Generation]:
+            return self._stream(events)
         for _ in events:
             pass
-        return self._results
+        return self._results if batch else self._results[0]
+
+    def _stream(self, events: Iterator[tuple[int, int, bool]]) -> Iterator[StreamEvent]:
+        with closing(events):
+            for index, tok, finished in events:
+                yield StreamEvent(index, tok, self._decode([tok]), finished)
 
     def _run(self, ids, max_new_tokens, temperature, top_p, seed, progress):
         rids = [
@@ -258,7 +260,7 @@ class Engine:
                 steps += 1
                 for rid, tok in result.next_tokens.items():
                     if rid in index:
-                        yield StreamEvent(index[rid], tok, self._decode([tok]), rid in done)
+                        yield index[rid], tok, rid in done
                 if bar is not None and done:
                     bar.update(len(done & index.keys()))
         except BaseException:

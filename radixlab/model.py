@@ -61,10 +61,17 @@ def flatten_batch(seqs: Sequence[SeqInput], page_size: int, device=None) -> Flat
                 f"need >= 1 new token and start_pos + len(tokens) = {end} slots, "
                 f"got {len(t)} tokens and {len(slots)} slots"
             )
+        pages = slots[::page_size] // page_size
+        offsets = np.arange(end)
+        if not np.array_equal(pages[offsets // page_size] * page_size + offsets % page_size, slots):
+            raise ValueError(
+                f"slots of request {len(toks)} are not whole pages of {page_size} in order: "
+                f"{slots[:8].tolist()}..."
+            )
         toks.append(t)
         pos.append(rope_positions(s.start_pos, len(t)))
         write.append(slots[s.start_pos :])
-        tables.append(slots[::page_size] // page_size)
+        tables.append(pages)
         seq_lens.append(end)
         q_lens.append(len(t))
     width = max(len(t) for t in tables)

@@ -95,6 +95,12 @@ def test_flatten_rejects_slots_that_do_not_cover_the_context(seq):
         flatten_batch([seq], 1)
 
 
+@pytest.mark.parametrize("slots", [[4, 5, 7], [5, 6, 7], [8, 9, 10, 11, 1]])
+def test_flatten_rejects_slots_that_are_not_pages(slots):
+    with pytest.raises(ValueError, match="whole pages"):
+        flatten_batch([SeqInput([1] * len(slots), 0, slots)], 4)
+
+
 def test_unsupported_architecture_is_rejected():
     from transformers import GPT2Config, GPT2LMHeadModel
 

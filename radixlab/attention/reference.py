@@ -84,8 +84,8 @@ class BatchIndex:
 
     rows: torch.Tensor       # [B, Qm] row of each query in the flat q (0 where padding)
     q_valid: torch.Tensor    # [B, Qm] real query, not padding
-    slots: torch.Tensor      # [B, L] slot of each key position (0 where padding)
-    visible: torch.Tensor    # [B, Qm, L] key visible to query: in range and not in the future
+    pages: torch.Tensor      # [B, P] each request's pages (0 where padding); keys = P * page_size
+    visible: torch.Tensor    # [B, Qm, P * page_size] key visible: in range and not in the future
     out_rows: torch.Tensor   # [n] flat rows this group's outputs go to (rows[q_valid])
 
 
@@ -103,22 +103,23 @@ def index_batch(
     q_valid = qi[None, :] < q_lens[:, None]
     rows = torch.where(q_valid, q_starts[:, None] + qi[None, :], 0)
     q_pos = (seq_lens - q_lens)[:, None] + qi[None, :]
-    pos = torch.arange(int(seq_lens.max()), device=dev)
+    n_pages = -(-int(seq_lens.max()) // page_size)
+    pos = torch.arange(n_pages * page_size, device=dev)
     k_valid = pos[None, :] < seq_lens[:, None]
-    slots = page_table[:, pos // page_size].long() * page_size + pos % page_size
-    slots = torch.where(k_valid, slots, 0)
+    page_ok = k_valid[:, ::page_size]
+    pages = torch.where(page_ok, page_table[:, :n_pages].long(), 0)
     visible = k_valid[:, None, :] & (pos[None, None, :] <= q_pos[:, :, None])
-    return BatchIndex(rows, q_valid, slots, visible, rows[q_valid])
+    return BatchIndex(rows, q_valid, pages, visible, rows[q_valid])
 
 
 def attend_indexed(
     q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, index: BatchIndex, scale: float
 ) -> torch.Tensor:
-    """Gather keys/values by `index.slots`, queries by `index.rows`, one fused SDPA call;
-    returns the outputs of the real queries, [len(index.out_rows), q_heads, head_dim]."""
-    kv_heads, head_dim = k_pages.shape[2], k_pages.shape[3]
-    k = k_pages.reshape(-1, kv_heads, head_dim)[index.slots]                  # [B, L, Hkv, D]
-    v = v_pages.reshape(-1, kv_heads, head_dim)[index.slots]
+    """Gather keys/values a whole page at a time (`index.pages`), queries by `index.rows`, one
+    fused SDPA call; returns the real queries' outputs, [len(index.out_rows), q_heads, head_dim]."""
+    batch, kv_heads, head_dim = index.pages.shape[0], k_pages.shape[2], k_pages.shape[3]
+    k = k_pages[index.pages].reshape(batch, -1, kv_heads, head_dim)           # [B, L, Hkv, D]
+    v = v_pages[index.pages].reshape(batch, -1, kv_heads, head_dim)
     out = torch.nn.functional.scaled_dot_product_attention(
         q[index.rows].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),  # [B, H, Qm|L, D]
         attn_mask=index.visible[:, None], scale=scale, enable_gqa=True,
