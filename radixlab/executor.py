@@ -219,13 +219,16 @@ class ModelExecutor:
         seqs = [SeqInput(w.tokens, w.start_pos, w.slots) for w in plan.work]
         logits = self.model.forward_seqs(seqs)
         out: dict[int, int] = {}
-        for row, w in zip(logits, plan.work, strict=True):
+        greedy = logits.argmax(dim=-1).tolist()  # one call for the whole batch
+        for b, (row, w) in enumerate(zip(logits, plan.work, strict=True)):
             if not w.sample:
                 continue
-            pos = w.start_pos + len(w.tokens)
-            key = self.sample_keys.get(w.rid, w.rid)
-            g = sampling_generator(w.seed, key, pos) if w.temperature > 0 else None
-            out[w.rid] = sample_token(row, w.temperature, w.top_p, g)
+            if w.temperature <= 0:
+                out[w.rid] = greedy[b]
+            else:
+                pos = w.start_pos + len(w.tokens)
+                g = sampling_generator(w.seed, self.sample_keys.get(w.rid, w.rid), pos)
+                out[w.rid] = sample_token(row, w.temperature, w.top_p, g)
             if self.keep_logits:
                 self.logits.setdefault(w.rid, []).append(row.detach().float().cpu())
         if logits.is_cuda:
