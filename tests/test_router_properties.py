@@ -63,7 +63,7 @@ def workloads(draw):
     return reqs
 
 
-@settings(max_examples=120)
+@settings(max_examples=400)
 @given(
     reqs=workloads(),
     page_size=st.sampled_from([1, 2, 4]),
@@ -158,7 +158,7 @@ def test_preempted_request_keeps_its_kv_cached():
     assert recomputed < lens * max(r.preemptions for r in preempted)
 
 
-@settings(max_examples=60)
+@settings(max_examples=200)
 @given(
     reqs=workloads(),
     ops=st.lists(st.sampled_from(["add", "step", "step", "abort"]), min_size=1, max_size=60),
