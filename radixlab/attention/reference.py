@@ -118,10 +118,12 @@ def attend_indexed(
     """Gather keys/values a whole page at a time (`index.pages`), queries by `index.rows`, one
     fused SDPA call; returns the real queries' outputs, [len(index.out_rows), q_heads, head_dim]."""
     batch, kv_heads, head_dim = index.pages.shape[0], k_pages.shape[2], k_pages.shape[3]
-    k = k_pages[index.pages].reshape(batch, -1, kv_heads, head_dim)           # [B, L, Hkv, D]
-    v = v_pages[index.pages].reshape(batch, -1, kv_heads, head_dim)
+    pages, rows = index.pages.reshape(-1), index.rows.reshape(-1)  # index_select: a fast gather
+    k = k_pages.index_select(0, pages).view(batch, -1, kv_heads, head_dim)  # [B, L, Hkv, D]
+    v = v_pages.index_select(0, pages).view(batch, -1, kv_heads, head_dim)
+    qb = q.index_select(0, rows).view(batch, -1, *q.shape[1:])              # [B, Qm, H, D]
     out = torch.nn.functional.scaled_dot_product_attention(
-        q[index.rows].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),  # [B, H, Qm|L, D]
+        qb.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),           # [B, H, Qm|L, D]
         attn_mask=index.visible[:, None], scale=scale, enable_gqa=True,
     )
     return out.transpose(1, 2)[index.q_valid]
