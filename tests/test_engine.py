@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from radixlab.checkpoint import TINY_MODEL_DIR
@@ -220,3 +222,35 @@ def test_progress_bar_for_long_batches(capsys):
     engine.generate(prompts[:3], max_new_tokens=2)  # short batch: quiet
     engine.generate(prompts, max_new_tokens=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+_HF_MEMO: dict[tuple[int, ...], list[int]] = {}
+
+
+def _hf_tokens(prompt: list[int], n: int) -> list[int]:
+    key = (*prompt, -n)
+    if key not in _HF_MEMO:
+        _HF_MEMO[key] = hf_greedy(MODELS["qwen2"], [prompt], n)[0][0]
+    return _HF_MEMO[key]
+
+
+@settings(max_examples=12)
+@given(
+    st.sampled_from([1, 2, 4, 16]),
+    st.sampled_from(["radix", "hash", "none"]),
+    st.sampled_from([8, 32, 1024]),
+    st.sampled_from([64, 160, 1024]),
+    st.integers(0, 2**16),
+)
+def test_random_schedules_match_transformers(page_size, cache, budget, pool, seed):
+    """Whatever the page size, cache, chunk budget and pool size (small pools preempt), the
+    tokens are transformers' tokens."""
+    rng = np.random.default_rng(seed)
+    trunk = rng.integers(0, VOCAB, int(rng.integers(4, 30))).tolist()
+    prompts = [trunk[: int(rng.integers(1, len(trunk) + 1))]
+               + rng.integers(0, VOCAB, int(rng.integers(0, 6))).tolist() for _ in range(4)]
+    engine = Engine(model=MODELS["qwen2"], page_size=page_size, pool_tokens=pool, cache=cache,
+                    max_prefill_tokens=budget)
+    outs = engine.generate(prompts, max_new_tokens=6)
+    assert [o.token_ids for o in outs] == [_hf_tokens(p, 6) for p in prompts]
+    engine.manager.check_invariants()
