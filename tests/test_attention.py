@@ -182,3 +182,16 @@ def test_bad_shapes_raise_value_error(bad):
         sl = torch.tensor([5])
     with pytest.raises(ValueError):
         paged_attention_extend(q, k, v, pt, sl, ql)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_half_precision_matches_float32_reference(dtype):
+    q, k, v, pt, sl, ql = make_batch(3, [40, 7, 18], [20, 3, 1], 4, 4, 2, 16)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    want = paged_attention_extend(q.float(), k.float(), v.float(), pt, sl, ql, backend="torch")
+    got = paged_attention_extend(*_to((q, k, v, pt, sl, ql)), backend="triton")
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float().cpu(), want, rtol=2e-2, atol=2e-2)
+    dec = paged_attention_decode(*_to((q[:3], k, v, pt, sl)), backend="triton")
+    want_dec = paged_attention_decode(q[:3].float(), k.float(), v.float(), pt, sl, backend="torch")
+    torch.testing.assert_close(dec.float().cpu(), want_dec, rtol=2e-2, atol=2e-2)

@@ -64,7 +64,7 @@ def extend_kernel(
     stride_pt,
     GROUP: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -82,6 +82,8 @@ def extend_kernel(
         d_ok = d < HEAD_DIM
         q_rows = (q_start + i).to(tl.int64) * stride_qt + h * stride_qh
         q = tl.load(Q + q_rows[:, None] + d[None, :], mask=i_ok[:, None] & d_ok[None, :], other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
 
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_sum = tl.zeros([BLOCK_M], tl.float32)
@@ -94,6 +96,8 @@ def extend_kernel(
             row = page.to(tl.int64) * stride_kp + (n % PAGE_SIZE) * stride_ks + kv_h * stride_kh
             kv_ok = n_ok[:, None] & d_ok[None, :]
             k = tl.load(K + row[:, None] + d[None, :], mask=kv_ok, other=0.0)
+            if UPCAST:
+                k = k.to(tl.float32)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
             visible = n_ok[None, :] & (n[None, :] <= q_pos[:, None])
             s = tl.where(visible, s, float("-inf"))
@@ -101,6 +105,8 @@ def extend_kernel(
             alpha = tl.exp(m - m_new)
             p = tl.exp(s - m_new[:, None])
             v = tl.load(V + row[:, None] + d[None, :], mask=kv_ok, other=0.0)
+            if UPCAST:
+                v = v.to(tl.float32)
             l_sum = l_sum * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m = m_new
@@ -113,10 +119,13 @@ def extend_kernel(
 _JITTED: dict[tuple[str, bool], object] = {}
 
 
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def _jit(fn):
     """Jit `fn` for the current mode (compiled, or interpreted when TRITON_INTERPRET=1)."""
-    interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    key = (fn.__name__, interpret)
+    key = (fn.__name__, _interpreting())
     if key not in _JITTED:
         _JITTED[key] = triton.jit(fn)
     return _JITTED[key]
@@ -165,6 +174,7 @@ def extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale: floa
     group, head_dim, block_d, stride_pt = _common(q, k_pages, page_table)
     block_m, block_n = _blocks(q)
     max_q = int(q_lens.max()) if len(q_lens) else 0
+    upcast = _interpreting() and q.dtype == torch.bfloat16  # numpy has no bfloat16 matmul
     grid = (len(q_lens), q.shape[1], triton.cdiv(max(max_q, 1), block_m))
     _jit(extend_kernel)[grid](
         q, k_pages, v_pages, out, page_table, seq_lens, q_start, float(scale),
@@ -174,6 +184,7 @@ def extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale: floa
         stride_pt,
         GROUP=group, PAGE_SIZE=k_pages.shape[1], HEAD_DIM=head_dim,
         BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
-        PRECISION="ieee" if q.dtype == torch.float32 else None,
+        PRECISION="ieee" if q.dtype == torch.float32 or upcast else None,
+        UPCAST=upcast,
     )
     return out
