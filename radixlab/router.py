@@ -267,6 +267,8 @@ class Router:
         finished = []
         for w in plan.work:
             req = self.requests[w.rid]
+            if req.state != "running":
+                continue                      # aborted between schedule and update
             req.num_computed += len(w.tokens)
             if req.prefilling:
                 self.mgr.cache(req.rid, req.tokens[: req.num_computed], namespace=req.namespace)

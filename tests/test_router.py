@@ -153,6 +153,20 @@ def test_abort_waiting_and_running_requests():
     mgr.check_invariants()
 
 
+def test_abort_between_schedule_and_update():
+    mgr, router, ex = build()
+    router.add_request([1, 2, 3], 3, rid=0)
+    router.add_request([4, 5, 6], 3, rid=1)
+    plan = router.schedule()
+    router.abort(0)
+    router.update(plan, ex.execute(plan))
+    router.run(ex)
+    assert router.requests[0].finish_reason == "abort" and router.requests[0].output == []
+    assert router.requests[1].output == ex.reference_generate([4, 5, 6], 3)
+    mgr.check_invariants()
+    assert mgr.allocator.num_used == len(mgr.cached_pages())
+
+
 def test_lpm_defers_a_request_that_shares_an_in_flight_prefix():
     prompts = [[7] * 40 + [1], [7] * 40 + [2]]
     hits = {}
