@@ -234,7 +234,7 @@ class _RouterReplica:
         self.busy_s += self.router.clock - before
 
     def advance(self, now: float) -> None:
-        """Run steps until the replica's clock reaches `now` (or it has nothing to do)."""
+        """Bring the replica's clock to `now` (steps run first; an idle replica jumps)."""
         while self.router.has_work() and self.router.clock < now:
             self._step()
         self.router.clock = max(self.router.clock, now)
@@ -250,9 +250,6 @@ class _RouterReplica:
     def serve(self, req: TraceRequest, now: float, cost: ReplicaCost) -> None:
         self.router.add_request(req.prompt_ids, req.max_new_tokens, rid=req.rid, arrival_s=now)
 
-    def drain(self) -> None:
-        while self.router.has_work():
-            self._step()
 
 
 def _check_threshold(name: str, v: Any, low: float, high: float = math.inf) -> float:
@@ -285,6 +282,8 @@ def simulate_fleet(
     `backend="fifo"`: each replica is a bounded prefix cache serving one request at a time;
     `backend="router"`: each replica is a full cost-model engine (`Router` with `policy`,
     continuous batching, a KV pool of `capacity_tokens`), stepped in simulated time.
+    A request with a parent is sent at its arrival time or when its parent finished, whichever
+    is later (a user answers after reading the reply); TTFT counts from when it was sent.
     """
     if isinstance(n_replicas, bool) or not isinstance(n_replicas, int) or n_replicas < 1:
         raise ValueError(f"n_replicas must be an int >= 1, got {n_replicas!r}")
@@ -309,19 +308,51 @@ def simulate_fleet(
         replicas = [_Replica(capacity_tokens, page_size, router_capacity_tokens)
                     for _ in range(n_replicas)]
     result = FleetResult(routing, n_replicas)
-    routed: list[tuple[TraceRequest, int, int, str]] = []
+    reqs = list(trace)
     last_arrival = 0.0
-    for k, req in enumerate(trace):
+    for req in reqs:
         if req.arrival < last_arrival:
             raise ValueError(f"request {req.rid} arrives at {req.arrival}, before {last_arrival}; "
                              "a fleet trace must be in arrival order")
-        last_arrival = now = req.arrival
+        last_arrival = req.arrival
+    index = {r.rid: i for i, r in enumerate(reqs)}
+    # a request is sent at its arrival time, but never before the request it continues finished
+    ready: list[tuple[float, int, TraceRequest]] = []
+    blocked: dict[int, list[TraceRequest]] = {}
+    for r in reqs:
+        if r.parent is None or r.parent not in index:
+            heapq.heappush(ready, (r.arrival, index[r.rid], r))
+        else:
+            blocked.setdefault(r.parent, []).append(r)
+
+    def release(rid: int, finish: float) -> None:
+        for child in blocked.pop(rid, []):
+            heapq.heappush(ready, (max(child.arrival, finish), index[child.rid], child))
+
+    placed: dict[int, tuple[int, int, str, float]] = {}
+    records: dict[int, RoutedRequest] = {}
+    while True:
+        t_next = ready[0][0] if ready else math.inf
+        if backend == "router":
+            busy = [i for i, rep in enumerate(replicas)
+                    if rep.router.has_work() and rep.router.clock < t_next]
+            if busy:
+                i = min(busy, key=lambda i: (replicas[i].router.clock, i))
+                replicas[i]._step()
+                for rid in [rid for rid in blocked if placed.get(rid, (-1,))[0] == i]:
+                    st = replicas[i].router.metrics.requests[rid]
+                    if st.finish_s is not None:
+                        release(rid, st.finish_s)
+                continue
+        if not ready:
+            break
+        now, _, req = heapq.heappop(ready)
         for rep in replicas:
             rep.advance(now)
         prompt = list(req.prompt_ids)
         matches = [r.approx.match(prompt) for r in replicas]
         choice, reason = _route(
-            routing, k, len(prompt),
+            routing, len(placed), len(prompt),
             loads=[r.load(now) for r in replicas],
             predicted=matches,
             tree_sizes=[r.approx.size() for r in replicas],
@@ -329,25 +360,25 @@ def simulate_fleet(
             cost=cost, threshold=cache_threshold, abs_threshold=bat,
             rel_threshold=balance_rel_threshold,
         )
-        rep, predicted = replicas[choice], matches[choice]
+        rep = replicas[choice]
+        placed[req.rid] = (choice, matches[choice], reason, now)
         served = rep.serve(req, now, cost)
         rep.approx.add(prompt)
         if served is not None:
             cached, start, first, finish = served
-            result.requests.append(RoutedRequest(
-                req.rid, choice, now, start, len(prompt), cached, predicted, first - now, finish,
-                reason))
-        else:
-            routed.append((req, choice, predicted, reason))
+            records[req.rid] = RoutedRequest(req.rid, choice, now, start, len(prompt), cached,
+                                              matches[choice], first - now, finish, reason)
+            release(req.rid, finish)
+    if blocked:
+        raise ValueError(f"requests wait on parents that never finish: {sorted(blocked)[:5]}")
     if backend == "router":
-        for rep in replicas:
-            rep.drain()
-        for req, choice, predicted, reason in routed:
+        for req in reqs:
+            choice, predicted, reason, sent = placed[req.rid]
             st = replicas[choice].router.metrics.requests[req.rid]
-            result.requests.append(RoutedRequest(
-                req.rid, choice, st.arrival_s, st.first_admit_s, len(req.prompt_ids),
-                st.cached_tokens, predicted, st.first_token_s - st.arrival_s, st.finish_s,
-                reason))
+            records[req.rid] = RoutedRequest(
+                req.rid, choice, sent, st.first_admit_s, len(req.prompt_ids), st.cached_tokens,
+                predicted, st.first_token_s - sent, st.finish_s, reason)
+    result.requests = [records[r.rid] for r in reqs]
     result.busy_s = [r.busy_s for r in replicas]
     return result
 

@@ -243,3 +243,24 @@ def test_router_backend_routes_and_keeps_invariants():
 def test_bad_router_backend_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         simulate_fleet(trace_of([[1, 2]]), **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["fifo", "router"])
+def test_a_turn_is_sent_only_after_the_turn_it_continues(backend):
+    trace = multi_turn_chat(6, 3, rate=50.0, think_time=0.0, tokenize=B, seed=6)
+    slow = ReplicaCost(prefill_s_per_token=1e-3, decode_s_per_token=1e-2, overhead_s=1e-2)
+    res = simulate_fleet(trace, 2, "cache-aware", backend=backend, capacity_tokens=8192,
+                         cost=slow)
+    rec = {r.rid: r for r in res.requests}
+    assert [r.rid for r in res.requests] == [r.rid for r in trace]
+    waited = 0
+    for req in trace:
+        if req.parent is not None:
+            parent = rec[req.parent]
+            assert rec[req.rid].arrival >= parent.finish - 1e-12
+            assert rec[req.rid].arrival >= req.arrival
+            waited += rec[req.rid].arrival > req.arrival
+            if rec[req.rid].replica == parent.replica:
+                assert rec[req.rid].cached >= parent.prompt_len
+    assert waited > 0
+    assert all(r.ttft > 0 for r in res.requests)
