@@ -269,7 +269,7 @@ def config_kv_shape(hf_config: Any) -> tuple[int, int, int, torch.dtype]:
     heads = int(hf_config.num_attention_heads)
     kv_heads = int(getattr(hf_config, "num_key_value_heads", None) or heads)
     head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
-    dtype = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    dtype = getattr(hf_config, "dtype", None)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.replace("torch.", ""), None)
     if not isinstance(dtype, torch.dtype):
@@ -520,16 +520,20 @@ class KVCacheManager:
         m = self.prefix_cache.match_prefix(key, namespace=namespace)
         cache_pages = slots_to_pages(np.asarray(m.slots, dtype=np.int64), self.page_size)
         own = self.tables.pages(rid)
+        shared_elsewhere = False  # does another request hold a page whose owner just changed?
         for i, page in enumerate(cache_pages.tolist()):
             if page in self._cache_pages:
                 self.tables.replace(rid, i, page)
+                shared_elsewhere |= page != own[i] and self.allocator.refcount(int(own[i])) > 0
             elif page == own[i]:
                 self.allocator.share([page])
                 self._cache_pages.add(page)
+                shared_elsewhere |= self.allocator.refcount(page) > 2  # rid + cache + someone
             else:
                 raise AssertionError(f"cache returned page {page} that it was never given")
         self._relock(rid, m.node, len(m))
-        self._adopt_siblings(rid, own, cache_pages, key, namespace)
+        if shared_elsewhere:  # only forks can hold such pages; skip the scan in the common case
+            self._adopt_siblings(rid, own, cache_pages, key, namespace)
         return len(m)
 
     def _relock(self, rid: Hashable, node: Any, length: int) -> None:

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 settings.register_profile(
     "radixlab",
     derandomize=True,
+    database=None,  # no replay of examples saved by earlier local runs: CI sees the same
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
