@@ -150,18 +150,17 @@ class Engine:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("text prompts need a tokenizer; pass token ids or tokenizer=")
-            ids = list(self.tokenizer.encode(prompt))
+            arr = np.asarray(self.tokenizer.encode(prompt), dtype=np.int64)
         else:
             arr = np.asarray(prompt)
             if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
                 raise ValueError(f"a prompt is text or a 1-D sequence of int ids, got {prompt!r}")
-            ids = [int(t) for t in arr]
-        if not ids:
+        if not arr.size:
             raise ValueError(f"empty prompt: {prompt!r}")
-        bad = [t for t in ids if t < 0 or t >= self.model.vocab_size]
-        if bad:
+        bad = arr[(arr < 0) | (arr >= self.model.vocab_size)]
+        if bad.size:
             raise ValueError(f"token id {bad[0]} out of vocab (size {self.model.vocab_size})")
-        return ids
+        return arr.tolist()
 
     def _decode(self, ids: Sequence[int]) -> str | None:
         if self.tokenizer is None:

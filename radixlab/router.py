@@ -144,7 +144,7 @@ class Router:
         self.policy = get_policy(policy)
         self.mgr = manager
         self.page_size = int(manager.page_size)
-        self.num_pages = int(_allocator(manager).num_pages)
+        self.num_pages = int(manager.allocator.num_pages)
         self.max_prefill_tokens = max_prefill_tokens
         self.max_running = max_running
         self.eos_id = eos_id
@@ -258,7 +258,7 @@ class Router:
         prefills = [w for w in works.values() if self.requests[w.rid].prefilling]
         decodes = [w for w in works.values() if not self.requests[w.rid].prefilling]
         plan_copies = [c for rid in works for c in copies.get(rid, [])]
-        self._used_pages_peak = int(_allocator(self.mgr).num_used)
+        self._used_pages_peak = int(self.mgr.allocator.num_used)
         return BatchPlan(self.step_no, prefills + decodes, plan_copies, len(prefills))
 
     def update(self, plan: BatchPlan, result: StepResult) -> list[int]:
@@ -322,8 +322,7 @@ class Router:
         return -(-tokens // self.page_size)
 
     def _cache_size(self) -> int:
-        cache = _cache(self.mgr)
-        return int(cache.total_size()) if cache is not None else 0
+        return int(self.mgr.prefix_cache.total_size())
 
     def _reserve(self, req: Request, n: int, works: dict, copies: dict) -> bool:
         before = self._cache_size()
@@ -377,7 +376,7 @@ class Router:
         total = 0
         for r in self.running:
             if r.prefilling:
-                held = self._pages_for(len(self.mgr.slots(r.rid)))
+                held = len(self.mgr.pages(r.rid))
                 total += max(0, self._pages_for(len(r.tokens) + 1) - held)
         return total
 
@@ -450,21 +449,6 @@ class _InFlight:
     def shares(self, req: Request, cached: int) -> bool:
         m = self.tree.match_prefix(req.tokens, namespace=req.namespace)
         return len(m) - cached >= self.threshold
-
-
-def _allocator(mgr: Any) -> Any:
-    for name in ("allocator", "alloc", "_allocator"):
-        if hasattr(mgr, name):
-            return getattr(mgr, name)
-    raise AttributeError("KVCacheManager exposes no allocator")
-
-
-def _cache(mgr: Any) -> Any:
-    for name in ("prefix_cache", "tree", "cache_impl", "_cache"):
-        obj = getattr(mgr, name, None)
-        if obj is not None and hasattr(obj, "total_size"):
-            return obj
-    return None
 
 
 def drain(requests: Iterable[dict], router: Router, executor: Executor) -> Metrics:
