@@ -9,8 +9,7 @@ wall time. The tokens are compared as well (they must be identical).
     .venv/bin/python bench/no_sharing.py [--requests 16] [--new-tokens 32]
 
 Target (issue 7): engine throughput >= 0.8x transformers.
-Uses the shipped model (data/tiny-llama) when present, else a random model of the same shape
-with byte-level token ids.
+Runs the shipped model (data/tiny-llama) and its tokenizer.
 """
 
 from __future__ import annotations
@@ -25,23 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from radixlab.checkpoint import TINY_MODEL_DIR, load_hf_model  # noqa: E402
+from radixlab.checkpoint import load_hf_model  # noqa: E402
 from radixlab.engine import Engine  # noqa: E402
-from radixlab.workloads import byte_tokenize, no_sharing  # noqa: E402
-
-
-def load_model():
-    """The shipped model, or a random one with its shape (and byte token ids) before it exists."""
-    if (TINY_MODEL_DIR / "config.json").exists():
-        return load_hf_model(), None, "data/tiny-llama"
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
-                      pad_token_id=0)
-    return LlamaForCausalLM(cfg).eval(), byte_tokenize, "random-init tiny-llama shape"
+from radixlab.workloads import no_sharing  # noqa: E402
 
 
 def hf_generate(model, prompts, new_tokens):
@@ -63,8 +48,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs each")
     args = ap.parse_args()
 
-    model, tokenize, name = load_model()
-    trace = no_sharing(n_requests=args.requests, tokenize=tokenize, seed=0)
+    model, name = load_hf_model(), "data/tiny-llama"
+    trace = no_sharing(n_requests=args.requests, seed=0)
     prompts = [list(r.prompt_ids) for r in trace.requests]
     eos = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = None  # both sides generate exactly new_tokens

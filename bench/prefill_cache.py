@@ -9,8 +9,7 @@ tokens), skipping cached tokens can at best cut the time to (1 - h) of the uncac
     .venv/bin/python bench/prefill_cache.py [--requests 32] [--rules 20]
 
 Target (issue 7): measured speedup >= 80% of that bound.
-Uses the shipped model (data/tiny-llama) when present, else a random model of the same shape
-with byte-level token ids.
+Runs the shipped model (data/tiny-llama) and its tokenizer.
 """
 
 from __future__ import annotations
@@ -25,22 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from radixlab.checkpoint import TINY_MODEL_DIR, load_hf_model  # noqa: E402
+from radixlab.checkpoint import load_hf_model  # noqa: E402
 from radixlab.engine import Engine  # noqa: E402
-from radixlab.workloads import byte_tokenize, shared_system_prompt  # noqa: E402
-
-
-def load_model():
-    """The shipped model, or a random one with its shape (and byte token ids) before it exists."""
-    if (TINY_MODEL_DIR / "config.json").exists():
-        return load_hf_model(), None, "data/tiny-llama"
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      tie_word_embeddings=True, bos_token_id=None, eos_token_id=None)
-    return LlamaForCausalLM(cfg).eval(), byte_tokenize, "random-init tiny-llama shape"
+from radixlab.workloads import shared_system_prompt  # noqa: E402
 
 
 def run(model, prompts, cache: str, budget: int):
@@ -65,16 +51,13 @@ def run(model, prompts, cache: str, budget: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=32)
-    ap.add_argument("--rules", type=int, default=None,
-                    help="system prompt length, in rules (default 20; 5 with byte tokens)")
+    ap.add_argument("--rules", type=int, default=20, help="system prompt length, in rules")
     ap.add_argument("--budget", type=int, default=2048, help="prefill tokens per step")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs each")
     args = ap.parse_args()
 
-    model, tokenize, name = load_model()
-    rules = args.rules or (5 if tokenize is byte_tokenize else 20)
-    trace = shared_system_prompt(n_requests=args.requests, n_rules=rules, seed=0,
-                                 tokenize=tokenize)
+    model, name = load_hf_model(), "data/tiny-llama"
+    trace = shared_system_prompt(n_requests=args.requests, n_rules=args.rules, seed=0)
     prompts = [list(r.prompt_ids) for r in trace.requests]
     n_tok = sum(map(len, prompts))
     print(f"model: {name}; {len(prompts)} requests, {n_tok} prompt tokens "
