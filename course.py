@@ -85,7 +85,7 @@ def lab(args: list[str]) -> int:
 
 
 def test(args: list[str]) -> int:
-    env = {**os.environ, "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
     rc = run([PY, "-m", "ruff", "check", "radixlab", "tests", "bench", "scripts", "course.py"])
     if rc != 0:
         return rc
