@@ -177,8 +177,10 @@ class Engine:
             prompts[0], (int, np.integer)
         )
 
-    def _check_sampling(self, max_new_tokens, temperature, top_p, seed) -> None:
+    def _check_sampling(self, max_new_tokens, temperature, top_p, seed, ignore_eos=False) -> None:
         _positive_int("max_new_tokens", max_new_tokens)
+        if not isinstance(ignore_eos, (bool, np.bool_)):
+            raise ValueError(f"ignore_eos must be a bool, got {ignore_eos!r}")
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or (
             temperature < 0
         ):
@@ -199,19 +201,22 @@ class Engine:
         seed: int | None = None,
         stream: bool = False,
         progress: bool | None = None,
+        ignore_eos: bool = False,
     ) -> Generation | list[Generation] | Iterator[StreamEvent]:
         """Generate for one prompt (returns a `Generation`) or a list (returns a list).
 
         Prompts are text or token ids. Greedy at temperature 0; otherwise sampling seeded by
         (seed, index of the prompt in this call, position): repeatable, whatever the schedule.
-        With `stream=True`, returns an iterator of `StreamEvent`s.
+        With `stream=True`, returns an iterator of `StreamEvent`s. With `ignore_eos=True` each
+        prompt gets exactly `max_new_tokens` tokens even past the eos id (like SGLang's and vLLM's
+        `ignore_eos` sampling parameter: fixed-length outputs for benchmarks and demos).
         Every prompt is validated before any is queued, so a bad one leaves the engine as it was.
         """
         batch = self._is_batch(prompts)
         items = list(prompts) if batch else [prompts]
         if not items:
             raise ValueError("no prompts given")
-        self._check_sampling(max_new_tokens, temperature, top_p, seed)
+        self._check_sampling(max_new_tokens, temperature, top_p, seed, ignore_eos)
         ids = [self.encode(p) for p in items]
         for i, p in enumerate(ids):
             need = -(-(len(p) + max_new_tokens) // self.page_size)
@@ -220,7 +225,8 @@ class Engine:
                     f"prompt {i} ({len(p)} tokens + {max_new_tokens} new) needs {need} pages but "
                     f"the pool has {self.router.num_pages} of {self.page_size} tokens"
                 )
-        events = self._run(ids, max_new_tokens, float(temperature), float(top_p), seed, progress)
+        events = self._run(ids, max_new_tokens, float(temperature), float(top_p), seed, progress,
+                           bool(ignore_eos))
         if stream:
             return self._stream(events)
         for _ in events:
@@ -232,10 +238,10 @@ class Engine:
             for index, tok, finished in events:
                 yield StreamEvent(index, tok, self._decode([tok]), finished)
 
-    def _run(self, ids, max_new_tokens, temperature, top_p, seed, progress):
+    def _run(self, ids, max_new_tokens, temperature, top_p, seed, progress, ignore_eos=False):
         rids = [
             self.router.add_request(p, max_new_tokens, temperature=temperature, top_p=top_p,
-                                    seed=seed)
+                                    seed=seed, ignore_eos=ignore_eos)
             for p in ids
         ]
         self.executor.sample_keys.update({rid: i for i, rid in enumerate(rids)})

@@ -93,6 +93,7 @@ class Request:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    ignore_eos: bool = False        # run to max_new_tokens even after sampling eos_id
     arrival_s: float = 0.0
     seq: int = 0                    # arrival order, kept across preemption
     output: list[int] = field(default_factory=list)
@@ -175,8 +176,13 @@ class Router:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        ignore_eos: bool = False,
     ) -> int:
-        """Queue a request, return its id; `RequestRejected` (a ValueError) if it can never run."""
+        """Queue a request, return its id; `RequestRejected` (a ValueError) if it can never run.
+
+        With `ignore_eos=True` this request runs to `max_new_tokens` even after it samples
+        `eos_id` (the router's eos_id is left alone, other requests still stop at it).
+        """
         ids = np.asarray(prompt)
         if ids.ndim != 1 or len(ids) == 0:
             raise RequestRejected(f"prompt must be a non-empty 1-D token sequence, got {prompt!r}")
@@ -193,6 +199,8 @@ class Router:
             max_new_tokens < 1
         ):
             raise RequestRejected(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        if not isinstance(ignore_eos, (bool, np.bool_)):
+            raise RequestRejected(f"ignore_eos must be a bool, got {ignore_eos!r}")
         need = self._pages_for(len(ids) + int(max_new_tokens))
         if need > self.num_pages:
             raise RequestRejected(
@@ -207,7 +215,7 @@ class Router:
             raise RequestRejected(f"request id {rid} is already in use")
         req = Request(
             rid=int(rid), prompt=ids, max_new_tokens=int(max_new_tokens), namespace=namespace,
-            temperature=temperature, top_p=top_p, seed=seed,
+            temperature=temperature, top_p=top_p, seed=seed, ignore_eos=bool(ignore_eos),
             arrival_s=self.clock if arrival_s is None else float(arrival_s), seq=self._seq,
         )
         self._seq += 1
@@ -283,8 +291,9 @@ class Router:
             stats.output_len = len(req.output)
             if stats.first_token_s is None:
                 stats.first_token_s = self.clock
-            if len(req.output) >= req.max_new_tokens or (self.eos_id is not None
-                                                         and tok == self.eos_id):
+            if len(req.output) >= req.max_new_tokens or (
+                self.eos_id is not None and tok == self.eos_id and not req.ignore_eos
+            ):
                 req.finish_reason = "length" if len(req.output) >= req.max_new_tokens else "eos"
                 self._release(req)
                 req.state = "finished"

@@ -146,6 +146,36 @@ def test_triton_decode_matches_reference(shape, seed):
     )
 
 
+@pytest.mark.parametrize("block_n", [16, 64])
+def test_triton_block_n_does_not_change_the_answer(block_n):
+    """Keys spanning several blocks of either size, ragged; decode and extend."""
+    from radixlab.attention import triton_kernels as tk
+
+    seq_lens, q_lens = [70, 33, 5], [20, 33, 1]
+    q, k, v, pt, sl, ql = make_batch(block_n, seq_lens, q_lens, 4, 4, 2, 16)
+    scale = 16 ** -0.5
+    got = tk.extend_triton(*_to((q, k, v, pt, sl, ql)), scale, block_n=block_n).cpu()
+    torch.testing.assert_close(
+        got, paged_attention_extend(q, k, v, pt, sl, ql, backend="torch"), rtol=1e-5, atol=1e-5
+    )
+    qd = q[:3]
+    got = tk.decode_triton(*_to((qd, k, v, pt, sl)), scale, block_n=block_n).cpu()
+    torch.testing.assert_close(
+        got, paged_attention_decode(qd, k, v, pt, sl, backend="torch"), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("bad", [8, 48, 0, -16, 32.0, True, "64"])
+def test_triton_bad_block_n_raises(bad):
+    from radixlab.attention import triton_kernels as tk
+
+    q, k, v, pt, sl, ql = make_batch(0, [5, 3], [1, 1], 4, 4, 2, 8)
+    for fn, args in ((tk.decode_triton, (q, k, v, pt, sl, 1.0)),
+                     (tk.extend_triton, (q, k, v, pt, sl, ql, 1.0))):
+        with pytest.raises(ValueError, match=f"block_n must be a power of two >= 16, got {bad!r}"):
+            fn(*args, block_n=bad)
+
+
 @pytest.mark.parametrize("page_size", [1, 4, 16])
 def test_triton_long_ragged_batch(page_size):
     """Several key blocks per request, a prefill chunk longer than one query block, ragged."""

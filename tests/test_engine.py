@@ -6,6 +6,8 @@ ragged matmuls differ from HF's per-prompt ones only in the last bits.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -154,6 +156,8 @@ BAD_CALLS = [
     (dict(prompts=[[1, 2]], top_p=0.0), "top_p"),
     (dict(prompts=[[1, 2]], top_p=1.5), "top_p"),
     (dict(prompts=[[1, 2]], seed=-3), "seed"),
+    (dict(prompts=[[1, 2]], ignore_eos="yes"), "ignore_eos must be a bool, got 'yes'"),
+    (dict(prompts=[[1, 2]], ignore_eos=None), "ignore_eos"),
 ]
 
 
@@ -169,6 +173,29 @@ def test_bad_input_raises_and_engine_stays_usable(kwargs, message):
     engine.manager.check_invariants()
     assert [o.token_ids for o in engine.generate(good, max_new_tokens=3)] == [
         o.token_ids for o in first]
+
+
+def test_ignore_eos_runs_to_max_new_tokens():
+    """An eos the greedy run really samples: normal output stops at it, ignore_eos goes on."""
+    refs = [r[0] for r in REFS["llama"]]
+    eos = refs[0][2]
+    model = copy.deepcopy(MODELS["llama"])
+    model.config.eos_token_id = eos
+    model.generation_config.eos_token_id = eos
+    engine = Engine(model=model, page_size=4, pool_tokens=512)
+    assert engine.eos_id == eos
+    prompts = shared_prefix_prompts()
+    normal = engine.generate(prompts, max_new_tokens=8)
+    assert normal[0].finish_reason == "eos" and len(normal[0].token_ids) <= 3
+    full = engine.generate(prompts, max_new_tokens=8, ignore_eos=True)
+    assert [len(o.token_ids) for o in full] == [8] * len(prompts)
+    assert [o.token_ids for o in full] == refs
+    assert {o.finish_reason for o in full} == {"length"}
+    for n, f in zip(normal, full, strict=True):
+        cut = f.token_ids.index(eos) + 1 if eos in f.token_ids else len(f.token_ids)
+        assert n.token_ids == f.token_ids[:cut]
+    assert engine.router.eos_id == eos
+    assert engine.generate(prompts[0], max_new_tokens=8).token_ids == normal[0].token_ids
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,28 @@ def test_eos_finishes_early():
     mgr.check_invariants()
 
 
+def test_ignore_eos_is_per_request():
+    _, probe, ex = build()
+    out = ex.reference_generate([4, 4, 4], 6)
+    mgr, router, ex = build(eos_id=out[1])
+    router.add_request([4, 4, 4], 6, rid=0, ignore_eos=True)
+    router.add_request([4, 4, 4], 6, rid=1)
+    router.run(ex)
+    assert router.eos_id == out[1]
+    assert router.requests[0].output == out and router.requests[0].finish_reason == "length"
+    assert router.requests[1].output == out[: out.index(out[1]) + 1]
+    assert router.requests[1].finish_reason == "eos"
+    mgr.check_invariants()
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_ignore_eos_must_be_a_bool(bad):
+    mgr, router, _ = build(eos_id=3)
+    with pytest.raises(RequestRejected, match=f"ignore_eos must be a bool, got {bad!r}"):
+        router.add_request([1, 2], 2, ignore_eos=bad)
+    assert not router.requests and not router.waiting and mgr.allocator.num_used == 0
+
+
 def test_abort_waiting_and_running_requests():
     mgr, router, ex = build(max_running=1)
     router.add_request([1, 2, 3], 5, rid=0)

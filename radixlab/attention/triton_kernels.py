@@ -138,14 +138,28 @@ def _blocks(q: torch.Tensor) -> tuple[int, int]:
     return (32, 32) if q.dtype == torch.float32 else (64, 64)
 
 
+def _check_block_n(block_n: int | None, default: int) -> int:
+    """`block_n` or the default: a power of two >= 16 (tl.arange wants powers of two, tl.dot 16)."""
+    if block_n is None:
+        return default
+    if isinstance(block_n, bool) or not isinstance(block_n, int) or block_n < 16 or (
+        block_n & (block_n - 1)
+    ):
+        raise ValueError(f"block_n must be a power of two >= 16, got {block_n!r}")
+    return block_n
+
+
 def _common(q, k_pages, page_table):
     group = q.shape[1] // k_pages.shape[2]
     head_dim = q.shape[2]
     return group, head_dim, max(16, triton.next_power_of_2(head_dim)), page_table.stride(0)
 
 
-def decode_triton(q, k_pages, v_pages, page_table, seq_lens, scale: float) -> torch.Tensor:
-    """Decode attention over the paged pool (see `decode_kernel`)."""
+def decode_triton(q, k_pages, v_pages, page_table, seq_lens, scale: float,
+                  block_n: int | None = None) -> torch.Tensor:
+    """Decode attention over the paged pool (see `decode_kernel`); `block_n` keys per loop
+    iteration (default 64 on CUDA, 32 on the CPU interpreter)."""
+    block_n = _check_block_n(block_n, 64 if q.is_cuda else 32)
     q, page_table = q.contiguous(), page_table.to(torch.int32).contiguous()
     seq_lens = seq_lens.to(device=q.device, dtype=torch.int32).contiguous()
     out = torch.empty_like(q)
@@ -158,13 +172,17 @@ def decode_triton(q, k_pages, v_pages, page_table, seq_lens, scale: float) -> to
         out.stride(0), out.stride(1),
         stride_pt,
         GROUP=group, PAGE_SIZE=k_pages.shape[1], HEAD_DIM=head_dim,
-        BLOCK_D=block_d, BLOCK_N=64 if q.is_cuda else 32,
+        BLOCK_D=block_d, BLOCK_N=block_n,
     )
     return out
 
 
-def extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale: float) -> torch.Tensor:
-    """Extend attention over the paged pool (see `extend_kernel`)."""
+def extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale: float,
+                  block_n: int | None = None) -> torch.Tensor:
+    """Extend attention over the paged pool (see `extend_kernel`); `block_n` keys per loop
+    iteration (default: `_blocks`)."""
+    block_m, default_n = _blocks(q)
+    block_n = _check_block_n(block_n, default_n)
     q, page_table = q.contiguous(), page_table.to(torch.int32).contiguous()
     seq_lens = seq_lens.to(device=q.device, dtype=torch.int32).contiguous()
     q_lens = q_lens.to(device=q.device, dtype=torch.int32)
@@ -172,7 +190,6 @@ def extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale: floa
     q_start[1:] = torch.cumsum(q_lens, 0)
     out = torch.empty_like(q)
     group, head_dim, block_d, stride_pt = _common(q, k_pages, page_table)
-    block_m, block_n = _blocks(q)
     max_q = int(q_lens.max()) if len(q_lens) else 0
     upcast = _interpreting() and q.dtype == torch.bfloat16  # numpy has no bfloat16 matmul
     grid = (len(q_lens), q.shape[1], triton.cdiv(max(max_q, 1), block_m))
