@@ -74,6 +74,34 @@ def test_block_tables_draw_one_arrow_per_entry(shared):
     assert to_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_block_table_arrows_are_curved_and_land_apart_on_page_tops(shared):
+    s = snapshot(shared.mgr)
+    fig = draw_block_tables(s)
+    ax = fig.axes[0]
+    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    styles = {a.arrow_patch.get_connectionstyle().rad for a in arrows}
+    assert len(styles) == len(s["requests"]) and all(r != 0 for r in styles)
+    tops = {(p.get_x(), p.get_y() + 1) for p in ax.patches if p.get_width() == 1}
+    ends = [a.xy for a in arrows]
+    assert all(any(abs(y - ty) < 1e-9 and tx < x < tx + 1 for tx, ty in tops) for x, y in ends)
+    assert len(set(ends)) == len(ends), "two arrows to a shared page must not coincide"
+    colors = {a.arrow_patch.get_edgecolor()[:3] for a in arrows}
+    assert len(colors) == len(s["requests"])
+    plt.close(fig)
+
+
+def test_reservation_legend_is_outside_the_bars_unless_asked():
+    fig = draw_reservation([3, 10, 16, 16], max_len=16, page_size=4)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1
+    plt.close(fig)
+    fig = draw_reservation([3, 10], max_len=16, page_size=4, legend_loc="lower left")
+    assert fig.axes[0].get_legend()._loc == 3
+    plt.close(fig)
+
+
 def test_cow_and_reservation_figures(shared):
     shared.fork(2, 3)
     before = snapshot(shared.mgr, "before")

@@ -57,6 +57,15 @@ def test_figures_draw():
     assert router_state_png(rec.frames[-1])[:4] == b"\x89PNG"
 
 
+def test_hit_rate_policies_with_equal_rates_stay_distinguishable():
+    same = [(10, 0.5), (20, 0.7)]
+    fig = draw_hit_rate_vs_cache({"lpm": same, "dfs-weight": same, "fcfs": same, "random": same})
+    lines = fig.axes[0].get_lines()
+    assert len({(ln.get_marker(), ln.get_linestyle()) for ln in lines}) == 4
+    assert all(ln.get_alpha() < 1 for ln in lines)
+    plt.close(fig)
+
+
 def test_step_through_widget_draws_frames():
     rec = recorded()
     box = rec.step_through()

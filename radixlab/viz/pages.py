@@ -105,12 +105,12 @@ def _grid(num_pages: int, cols: int | None) -> tuple[int, int]:
     return cols, -(-num_pages // cols)
 
 
-def _page_xy(page: int, cols: int, x0: float = 0.0) -> tuple[float, float]:
-    return x0 + (page % cols) * 1.1, -(page // cols) * 1.1
+def _page_xy(page: int, cols: int, x0: float = 0.0, row_pitch: float = 1.1) -> tuple[float, float]:
+    return x0 + (page % cols) * 1.1, -(page // cols) * row_pitch
 
 
 def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0,
-               highlight: Sequence[int] = ()) -> int:
+               highlight: Sequence[int] = (), row_pitch: float = 1.1) -> int:
     """Draw every page as a square colored by its first holder; returns the column count."""
     from matplotlib.patches import Rectangle
 
@@ -125,7 +125,7 @@ def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0
     for p in state["cached"]:
         fill_of[p] = ps
     for page in range(state["num_pages"]):
-        x, y = _page_xy(page, cols, x0)
+        x, y = _page_xy(page, cols, x0, row_pitch)
         who = owners[page]
         reqs = [w for w in who if w != "cache"]
         color = FREE if not who else colors[reqs[0]] if reqs else CACHE_ONLY
@@ -140,10 +140,10 @@ def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0
         if edge:
             ax.add_patch(Rectangle((x, y), 1, 1, fill=False, edgecolor=edge,
                                    lw=2.5 if page in highlight else 1.6))
-        ax.text(x + 0.5, y + 0.68, f"p{page}", ha="center", va="center", fontsize=7)
+        ax.text(x + 0.5, y + 0.68, f"p{page}", ha="center", va="center", fontsize=7, zorder=4)
         if rc > 1:
             ax.text(x + 0.5, y + 0.3, f"x{rc}", ha="center", va="center", fontsize=8,
-                    fontweight="bold")
+                    fontweight="bold", zorder=4)
     return cols
 
 
@@ -177,9 +177,19 @@ def draw_pool(state: dict[str, Any], cols: int | None = None, title: str | None 
     return fig
 
 
+ROW_PITCH = 1.6  # pool rows in `draw_block_tables`: the gap is where arrows land
+
+
+def _arrow_end(page: int, i: int, n: int, cols: int, x0: float) -> tuple[float, float]:
+    """Where request i's arrow to `page` lands: the page's top edge, each request at its own x."""
+    px, py = _page_xy(page, cols, x0, ROW_PITCH)
+    return px + (i + 1) / (n + 1), py + 1
+
+
 def draw_block_tables(state: dict[str, Any], cols: int | None = None, title: str | None = None,
                       highlight: Sequence[int] = (), ax: Any = None) -> Any:
-    """Requests' block tables (left) with an arrow from each entry to its page in the pool."""
+    """Requests' block tables (left) with a curved arrow from each entry to the top of its page
+    in the pool; each request has its own color, curvature and landing point on a shared page."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -187,12 +197,12 @@ def draw_block_tables(state: dict[str, Any], cols: int | None = None, title: str
     width = max((len(r["pages"]) for r in reqs), default=1)
     cols_, rows = _grid(state["num_pages"], cols or 8)
     x0 = width * 1.1 + 4.0
-    height = max(rows * 1.1, len(reqs) * 1.4)
+    height = max(rows * ROW_PITCH, len(reqs) * 1.4)
     if ax is None:
         fig, ax = plt.subplots(figsize=(0.45 * (x0 + cols_ * 1.1) + 1.5, 0.45 * height + 1.0))
     else:
         fig = ax.figure
-    _draw_grid(ax, state, cols_, x0=x0, highlight=highlight)
+    _draw_grid(ax, state, cols_, x0=x0, highlight=highlight, row_pitch=ROW_PITCH)
     colors = _colors(state)
     for i, req in enumerate(reqs):
         y = -i * 1.4
@@ -200,18 +210,21 @@ def draw_block_tables(state: dict[str, Any], cols: int | None = None, title: str
         for j, (page, fill) in enumerate(zip(req["pages"], req["fill"], strict=True)):
             x = j * 1.1
             ax.add_patch(Rectangle((x, y), 1, 1, facecolor="white", edgecolor=colors[req["rid"]],
-                                   lw=1.5))
+                                   lw=1.5, zorder=2.5))
             ax.add_patch(Rectangle((x, y), fill / state["page_size"], 0.18,
-                                   facecolor=colors[req["rid"]], edgecolor="none"))
-            ax.text(x + 0.5, y + 0.55, str(page), ha="center", va="center", fontsize=7)
-            px, py = _page_xy(page, cols_, x0)
-            ax.annotate("", xy=(px, py + 0.5), xytext=(x + 1, y + 0.5),
-                        arrowprops={"arrowstyle": "->", "color": colors[req["rid"]],
-                                    "lw": 0.7, "alpha": 0.6, "shrinkA": 0, "shrinkB": 1})
-    ax.text(0, 1.4, "block tables (logical block -> page)", fontsize=8)
-    ax.text(x0, 1.4, "KV pool (pages)", fontsize=8)
+                                   facecolor=colors[req["rid"]], edgecolor="none", zorder=2.6))
+            ax.text(x + 0.5, y + 0.55, str(page), ha="center", va="center", fontsize=7, zorder=4)
+            ax.annotate("", xy=_arrow_end(page, i, len(reqs), cols_, x0),
+                        xytext=(x + 0.5, y + 1),
+                        arrowprops={"arrowstyle": "-|>", "color": colors[req["rid"]],
+                                    "lw": 0.9, "alpha": 0.75, "shrinkA": 0, "shrinkB": 0,
+                                    "mutation_scale": 7,
+                                    "connectionstyle": f"arc3,rad=-{0.12 + 0.05 * (i % 4):.2f}"},
+                        zorder=2)
+    ax.text(0, 2.2, "block tables (logical block -> page)", fontsize=8)
+    ax.text(x0, 2.2, "KV pool (pages)", fontsize=8)
     ax.set_xlim(-1.5, x0 + cols_ * 1.1 + 0.2)
-    ax.set_ylim(-height, 2.0)
+    ax.set_ylim(-height, 3.4)
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(title if title is not None else state.get("label", ""), fontsize=9)
@@ -235,8 +248,13 @@ def draw_cow(before: dict[str, Any], after: dict[str, Any],
     return fig
 
 
-def draw_reservation(lengths: Sequence[int], max_len: int, page_size: int) -> Any:
-    """Per request: tokens used vs memory held with a max_len buffer and with pages."""
+def draw_reservation(lengths: Sequence[int], max_len: int, page_size: int,
+                     legend_loc: str | None = None) -> Any:
+    """Per request: tokens used vs memory held with a max_len buffer and with pages.
+
+    The legend sits outside the axes, right of the bars, so it never hides one; pass a
+    matplotlib `legend_loc` (e.g. "upper right") to put it inside instead.
+    """
     import matplotlib.pyplot as plt
 
     lengths = np.asarray(lengths)
@@ -248,7 +266,10 @@ def draw_reservation(lengths: Sequence[int], max_len: int, page_size: int) -> An
     ax.bar(idx, lengths, color="#3d85c6", label="tokens actually stored")
     ax.set_xlabel("request")
     ax.set_ylabel("KV slots held")
-    ax.legend(fontsize=8, loc="upper right")
+    if legend_loc is None:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    else:
+        ax.legend(fontsize=8, loc=legend_loc)
     fig.tight_layout()
     return fig
 

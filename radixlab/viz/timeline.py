@@ -15,6 +15,8 @@ from typing import Any
 from radixlab.viz.pages import draw_pool, request_color, snapshot, to_png
 
 DECODE_HATCH = "///"
+POLICY_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+POLICY_LINES = ("-", "--", ":", "-.")
 
 
 def plan_items(plan: Any) -> list[dict[str, Any]]:
@@ -129,13 +131,20 @@ def draw_hit_rate_vs_cache(
     xlabel: str = "pool size (tokens)",
     title: str = "hit rate vs cache size",
 ) -> Any:
-    """One line per policy: (cache size, hit rate) points, with the offline optimum dashed."""
+    """One line per policy: (cache size, hit rate) points, with the offline optimum dashed.
+
+    Each policy has its own color, marker, line style and marker size, drawn half transparent,
+    so policies with equal hit rates stay visible on top of each other.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for k, (name, pts) in enumerate(results.items()):
         xs, ys = zip(*sorted(pts), strict=True) if pts else ((), ())
-        ax.plot(xs, ys, marker="o", color=request_color(k), label=name)
+        ax.plot(xs, ys, color=request_color(k), label=name, alpha=0.75,
+                marker=POLICY_MARKERS[k % len(POLICY_MARKERS)],
+                markersize=9 - 1.5 * (k % 4), markerfacecolor="none" if k % 2 else None,
+                linestyle=POLICY_LINES[k % len(POLICY_LINES)], linewidth=2.2 - 0.4 * (k % 4))
     if optimum is not None:
         ax.axhline(optimum, color="black", linestyle="--", linewidth=1,
                    label=f"offline optimum {optimum:.1%}")
