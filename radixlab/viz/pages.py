@@ -220,7 +220,7 @@ def draw_block_tables(state: dict[str, Any], cols: int | None = None, title: str
                                     "lw": 0.9, "alpha": 0.75, "shrinkA": 0, "shrinkB": 0,
                                     "mutation_scale": 7,
                                     "connectionstyle": f"arc3,rad=-{0.12 + 0.05 * (i % 4):.2f}"},
-                        zorder=2)
+                        zorder=3)
     ax.text(0, 2.2, "block tables (logical block -> page)", fontsize=8)
     ax.text(x0, 2.2, "KV pool (pages)", fontsize=8)
     ax.set_xlim(-1.5, x0 + cols_ * 1.1 + 0.2)
