@@ -133,8 +133,8 @@ def draw_hit_rate_vs_cache(
 ) -> Any:
     """One line per policy: (cache size, hit rate) points, with the offline optimum dashed.
 
-    Each policy has its own color, marker, line style and marker size, drawn half transparent,
-    so policies with equal hit rates stay visible on top of each other.
+    Each policy has its own color, line style and hollow marker of its own size, slightly
+    transparent, so policies with equal hit rates stay visible on top of each other.
     """
     import matplotlib.pyplot as plt
 
@@ -143,8 +143,8 @@ def draw_hit_rate_vs_cache(
         xs, ys = zip(*sorted(pts), strict=True) if pts else ((), ())
         ax.plot(xs, ys, color=request_color(k), label=name, alpha=0.75,
                 marker=POLICY_MARKERS[k % len(POLICY_MARKERS)],
-                markersize=9 - 1.5 * (k % 4), markerfacecolor="none" if k % 2 else None,
-                linestyle=POLICY_LINES[k % len(POLICY_LINES)], linewidth=2.2 - 0.4 * (k % 4))
+                markersize=10 - 2 * (k % 4), markerfacecolor="none", markeredgewidth=1.6,
+                linestyle=POLICY_LINES[k % len(POLICY_LINES)], linewidth=2.4 - 0.5 * (k % 4))
     if optimum is not None:
         ax.axhline(optimum, color="black", linestyle="--", linewidth=1,
                    label=f"offline optimum {optimum:.1%}")
