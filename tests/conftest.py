@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# Triton reads TRITON_INTERPRET once per process, at its first use: set it before any test module
+# imports a kernel, so that on a machine without CUDA every kernel runs in the interpreter.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 

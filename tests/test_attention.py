@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,9 +15,7 @@ from radixlab.attention import (
 )
 from radixlab.attention.reference import attend, extend_reference
 
-# The kernels are jitted on first use, so setting this before the first call is enough.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+# tests/conftest.py sets TRITON_INTERPRET=1 on machines without CUDA, before triton is used.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -3,8 +3,8 @@
 Both read keys and values straight out of the paged pool: each block of BLOCK_N key positions
 looks its pages up in the request's page table inside the kernel, and softmax is computed online
 (running max `m`, running denominator `l`, rescaled accumulator), so no [seq, seq] score matrix
-is ever materialised. The kernel bodies are plain functions jitted on first use, so setting
-TRITON_INTERPRET=1 any time before the first call runs them on the CPU with numpy.
+is ever materialised. On a machine without a GPU, set TRITON_INTERPRET=1 before triton is first
+used in the process (triton reads it once) and the same kernels run on the CPU with numpy.
 """
 
 from __future__ import annotations
