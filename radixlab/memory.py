@@ -515,8 +515,6 @@ class KVCacheManager:
         full = len(tokens) // self.page_size * self.page_size
         if full == 0:
             return 0
-        if full <= self._lock[rid][1]:  # every full page is already cached and locked for rid
-            return full
         key = tokens[:full]
         self.prefix_cache.insert(key, self.tables.slots(rid)[:full], namespace=namespace)
         m = self.prefix_cache.match_prefix(key, namespace=namespace)
