@@ -51,9 +51,10 @@ def dfs_weight(
     """SGLang's dfs-weight: walk the cache tree depth first, heaviest subtree first.
 
     The weight of a node is the number of waiting requests whose match ends in its subtree.
-    Requests whose match ends at a node come before those below it; children are visited by
-    weight (descending), ties by earliest arrival in the subtree. Requests sharing a prefix are
-    thereby admitted together, while it is still cached.
+    Children are visited first, by weight (descending; ties by earliest arrival in the subtree),
+    then the requests whose match ends at the node itself, as SGLang's `_get_dfs_priority` does;
+    requests that match nothing (the root's own) therefore come last. Requests sharing a prefix
+    are admitted together, while it is still cached.
     """
     children: dict[tuple, dict[Hashable, tuple]] = {(): {}}
     here: dict[tuple, list[Candidate]] = {(): []}
@@ -70,12 +71,13 @@ def dfs_weight(
             first[key] = min(first[key], c.seq)
         here[path].append(c)
     out: list[Candidate] = []
-    stack = [()]
-    while stack:
-        key = stack.pop()
+
+    def visit(key: tuple) -> None:
+        for kid in sorted(children[key].values(), key=lambda k: (-weight[k], first[k])):
+            visit(kid)
         out.extend(sorted(here[key], key=lambda c: c.seq))
-        kids = sorted(children[key].values(), key=lambda k: (-weight[k], first[k]))
-        stack.extend(reversed(kids))
+
+    visit(())
     return out
 
 

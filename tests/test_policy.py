@@ -23,17 +23,17 @@ candidates = st.lists(
 
 
 def naive_dfs(cands):
-    """Recursive reference: requests at a node (by arrival), then children by weight desc,
-    ties by earliest arrival in the subtree."""
+    """Recursive reference: children by weight desc (ties by earliest arrival in the subtree),
+    then the requests at the node itself, by arrival (SGLang's _get_dfs_priority)."""
     def under(path):
         return [c for c in cands if c.node_path[: len(path)] == path]
 
     def visit(path):
-        out = sorted([c for c in cands if c.node_path == path], key=lambda c: c.seq)
+        out = []
         kids = {c.node_path[: len(path) + 1] for c in under(path) if len(c.node_path) > len(path)}
         for k in sorted(kids, key=lambda k: (-len(under(k)), min(c.seq for c in under(k)))):
             out += visit(k)
-        return out
+        return out + sorted([c for c in cands if c.node_path == path], key=lambda c: c.seq)
 
     return visit(())
 
@@ -60,7 +60,7 @@ def test_every_policy_returns_a_permutation(cands, seed):
 
 def test_dfs_weight_groups_the_heaviest_subtree_first():
     cands = cands_from([
-        (0, 0, []),            # no match: first, like SGLang (root's own requests)
+        (0, 0, []),            # no match: the root's own request, last (as in SGLang)
         (1, 5, ["a"]),
         (2, 5, ["b"]),
         (3, 9, ["b", "c"]),
@@ -68,7 +68,7 @@ def test_dfs_weight_groups_the_heaviest_subtree_first():
         (5, 5, ["a"]),
         (6, 5, ["b"]),
     ])
-    assert [c.seq for c in dfs_weight(cands)] == [0, 2, 4, 6, 3, 1, 5]
+    assert [c.seq for c in dfs_weight(cands)] == [3, 2, 4, 6, 1, 5, 0]
     assert [c.seq for c in lpm(cands)] == [3, 1, 2, 4, 5, 6, 0]
 
 
