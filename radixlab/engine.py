@@ -322,12 +322,15 @@ class Engine:
                              vocab_size=self.model.vocab_size)
 
 
-def _eos_id(model: torch.nn.Module, tokenizer: Any) -> int | None:
-    """The end-of-sequence id generate stops at (generation config, then config, then tokenizer)."""
+def _eos_id(model: torch.nn.Module, tokenizer: Any) -> int | tuple[int, ...] | None:
+    """The end-of-sequence id(s) generate stops at (generation config, then config, then
+    tokenizer); a list, as Llama 3 and Qwen2 give, stops at any of its ids, as in transformers."""
     for src in (getattr(model, "generation_config", None), model.config, tokenizer):
         eos = getattr(src, "eos_token_id", None)
         if isinstance(eos, (list, tuple)):
-            eos = eos[0] if eos else None
-        if eos is not None:
+            ids = tuple(int(e) for e in eos)
+            if ids:
+                return ids[0] if len(ids) == 1 else ids
+        elif eos is not None:
             return int(eos)
     return None

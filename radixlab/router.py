@@ -131,7 +131,7 @@ class Router:
         policy: str = "lpm",
         max_prefill_tokens: int = 512,
         max_running: int = 64,
-        eos_id: int | None = None,
+        eos_id: int | Iterable[int] | None = None,
         vocab_size: int | None = None,
         seed: int = 0,
         defer_shared: bool | None = None,
@@ -166,6 +166,22 @@ class Router:
         self._used_pages_peak = 0
 
     # ------------------------------------------------------------------ requests in and out
+    @property
+    def eos_id(self) -> int | tuple[int, ...] | None:
+        """The end-of-sequence id, or ids (models such as Llama 3 and Qwen2 list several)."""
+        return self._eos_id
+
+    @eos_id.setter
+    def eos_id(self, value: int | Iterable[int] | None) -> None:
+        if value is None:
+            ids: tuple[int, ...] = ()
+        elif isinstance(value, (int, np.integer)):
+            ids = (int(value),)
+        else:
+            ids = tuple(int(v) for v in value)
+        self._eos_id = None if not ids else ids[0] if len(ids) == 1 else ids
+        self._eos_ids = frozenset(ids)
+
     def add_request(
         self,
         prompt: Sequence[int] | np.ndarray,
@@ -292,7 +308,7 @@ class Router:
             if stats.first_token_s is None:
                 stats.first_token_s = self.clock
             if len(req.output) >= req.max_new_tokens or (
-                self.eos_id is not None and tok == self.eos_id and not req.ignore_eos
+                tok in self._eos_ids and not req.ignore_eos
             ):
                 req.finish_reason = "length" if len(req.output) >= req.max_new_tokens else "eos"
                 self._release(req)

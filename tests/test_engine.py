@@ -198,6 +198,26 @@ def test_ignore_eos_runs_to_max_new_tokens():
     assert engine.generate(prompts[0], max_new_tokens=8).token_ids == normal[0].token_ids
 
 
+def test_a_list_of_eos_ids_stops_at_any_of_them_like_transformers():
+    """Llama 3 / Qwen2 checkpoints list several eos ids; generate stops at whichever comes."""
+    refs = [r[0] for r in REFS["llama"]]
+    eos = (VOCAB - 1 if refs[0][2] != VOCAB - 1 else VOCAB - 2, refs[0][2])
+    model = copy.deepcopy(MODELS["llama"])
+    model.generation_config.eos_token_id = list(eos)
+    engine = Engine(model=model, page_size=4, pool_tokens=512)
+    assert engine.eos_id == eos and engine.router.eos_id == eos
+    prompts = shared_prefix_prompts()
+    ours = [o.token_ids for o in engine.generate(prompts, max_new_tokens=8)]
+    theirs = []
+    for p in prompts:
+        ids = torch.tensor([p])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                             do_sample=False)
+        theirs.append(out[0, len(p):].tolist())
+    theirs = [t[: t.index(eos[1]) + 1] if eos[1] in t else t for t in theirs]  # HF pads after eos
+    assert ours == theirs and ours[0][-1] == eos[1] and len(ours[0]) == 3
+
+
 @pytest.mark.parametrize(
     "kwargs", [dict(cache="lru"), dict(page_size=0), dict(pool_tokens=8, page_size=16),
                dict(policy="nope"), dict(max_prefill_tokens=0)]
