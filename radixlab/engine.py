@@ -59,6 +59,7 @@ class GenerateStats:
     generated_tokens: int = 0
     steps: int = 0
     wall_s: float = 0.0
+    executor_s: float = 0.0      # of wall_s, time inside the executor (the model's forwards)
     per_request: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -250,7 +251,7 @@ class Engine:
     def _loop(self, rids: list[int], ids: list[list[int]], progress: bool | None):
         index = {rid: i for i, rid in enumerate(rids)}
         start, computed0 = time.perf_counter(), self.model.tokens_computed
-        steps = 0
+        steps, executor_s = 0, 0.0
         show = len(rids) >= 16 if progress is None else progress
         bar = None
         if show:
@@ -263,6 +264,7 @@ class Engine:
                 result = self.executor.execute(plan)
                 done = set(self.router.update(plan, result))
                 steps += 1
+                executor_s += result.elapsed_s
                 for rid, tok in result.next_tokens.items():
                     if rid in index:
                         yield index[rid], tok, rid in done
@@ -278,9 +280,9 @@ class Engine:
                 self.executor.sample_keys.pop(r, None)
             if bar is not None:
                 bar.close()
-            self._finish_stats(rids, ids, start, computed0, steps)
+            self._finish_stats(rids, ids, start, computed0, steps, executor_s)
 
-    def _finish_stats(self, rids, ids, start, computed0, steps) -> None:
+    def _finish_stats(self, rids, ids, start, computed0, steps, executor_s) -> None:
         reqs = [self.router.requests[r] for r in rids]
         per = []
         for req, p in zip(reqs, ids, strict=True):
@@ -297,7 +299,8 @@ class Engine:
             cached_tokens=sum(d["cached_tokens"] for d in per),
             computed_tokens=self.model.tokens_computed - computed0,
             generated_tokens=sum(len(r.output) for r in reqs),
-            steps=steps, wall_s=time.perf_counter() - start, per_request=per,
+            steps=steps, wall_s=time.perf_counter() - start, executor_s=executor_s,
+            per_request=per,
         )
 
     def cached_prefix_len(self, prompt: str | Sequence[int]) -> int:

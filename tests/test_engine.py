@@ -301,3 +301,10 @@ def test_random_schedules_match_transformers(page_size, cache, budget, pool, see
     outs = engine.generate(prompts, max_new_tokens=6)
     assert [o.token_ids for o in outs] == [_hf_tokens(p, 6) for p in prompts]
     engine.manager.check_invariants()
+
+
+def test_last_stats_split_wall_time_into_executor_and_the_rest():
+    engine = Engine(model=MODELS["llama"], page_size=4, pool_tokens=512)
+    engine.generate(shared_prefix_prompts(), max_new_tokens=3)
+    st = engine.last_stats
+    assert 0 < st.executor_s <= st.wall_s and st.steps >= 3
