@@ -18,12 +18,14 @@ import time
 import numpy as np
 
 from radixlab import workloads as W
-from radixlab.executor import CostModelExecutor
+from radixlab.cost_model import CostModelExecutor
 from radixlab.memory import KVCacheManager, PageAllocator
 from radixlab.optimal import optimal_hit_rate
-from radixlab.policy import POLICIES
+from radixlab.registry import scheduling_policies
 from radixlab.router import Router, run_trace
 from radixlab.tree import RadixTree
+
+POLICIES = scheduling_policies.names()
 
 WORKLOADS = ["few-shot", "chat", "tree-of-thought", "agent", "long-document"]
 SGLANG_PAPER_FRACTION = 0.96

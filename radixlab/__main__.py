@@ -7,12 +7,13 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from radixlab.benchmark import CACHES, EXECUTORS, POLICIES, BenchConfig, format_table, sweep
+from radixlab.benchmark import EXECUTORS, BenchConfig, format_table, sweep
 from radixlab.fleet import BACKENDS, ROUTING_POLICIES, compare_routings
+from radixlab.registry import caches, scheduling_policies
 from radixlab.workloads import WORKLOADS, Trace, byte_tokenize, load_trace, sized
 
 TOKENIZERS = ("shipped", "bytes")
@@ -46,7 +47,7 @@ def _rate(text: str) -> float:
     return value
 
 
-def _choices_list(name: str, known: Sequence[str]) -> Callable[[str], list[str]]:
+def _choices_list(name: str, known: Iterable[str]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         items = [x.strip() for x in text.split(",") if x.strip()]
         if not items:
@@ -277,10 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="replay workloads under policies x caches x page sizes")
     _add_workload_args(p)
-    p.add_argument("--policy", type=_choices_list("policy", POLICIES), default=["lpm"],
-                   help=f"comma-separated: {', '.join(POLICIES)} (default lpm)")
-    p.add_argument("--cache", type=_choices_list("cache", CACHES), default=["radix"],
-                   help=f"comma-separated: {', '.join(CACHES)} (default radix)")
+    p.add_argument("--policy", type=_choices_list("policy", scheduling_policies),
+                   default=["lpm"], help=f"comma-separated: {', '.join(scheduling_policies)} "
+                   "(default lpm; any registered policy)")
+    p.add_argument("--cache", type=_choices_list("cache", caches), default=["radix"],
+                   help=f"comma-separated: {', '.join(caches)} (default radix)")
     p.add_argument("--page-size", type=_int_list("page size", 1), default=[1],
                    help="comma-separated page sizes in tokens (default 1)")
     p.add_argument("--pool-tokens", "--pool-size", type=_int_at_least(1), default=16384,

@@ -14,25 +14,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from radixlab import validate
+from radixlab.registry import caches, make_cache, resolve_policy, scheduling_policies
 from radixlab.workloads import Trace
 
-POLICIES = ("fcfs", "lpm", "dfs-weight", "random")
-CACHES = ("radix", "hash", "none")
 EXECUTORS = ("cost-model", "model")
-
-
-def _pos_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    return v
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One serving configuration."""
+    """One serving configuration. `policy` is a registered scheduling policy or a policy
+    function; `cache` a registered prefix cache or a cache class (each run builds a fresh one)."""
 
-    policy: str = "lpm"
-    cache: str = "radix"
+    policy: Any = "lpm"
+    cache: Any = "radix"
     page_size: int = 1
     pool_tokens: int = 16384
     executor: str = "cost-model"
@@ -40,17 +35,29 @@ class BenchConfig:
     max_running: int = 64
 
     def __post_init__(self) -> None:
-        for name, value, known in [("policy", self.policy, POLICIES),
-                                   ("cache", self.cache, CACHES),
-                                   ("executor", self.executor, EXECUTORS)]:
-            if value not in known:
-                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(known)}")
+        resolve_policy(self.policy)
+        if not isinstance(self.cache, (str, type)):
+            raise ValueError(
+                f"cache must be a registered name ({', '.join(caches.names())}) or a class, "
+                f"got {self.cache!r} (a sweep needs a fresh cache per run)")
+        caches.resolve(self.cache)
+        if self.executor not in EXECUTORS:
+            raise ValueError(
+                f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}")
         for name in ("page_size", "pool_tokens", "max_prefill_tokens", "max_running"):
-            _pos_int(name, getattr(self, name))
+            validate.positive_int(getattr(self, name), name)
         if self.pool_tokens < self.page_size:
             raise ValueError(
                 f"pool_tokens {self.pool_tokens} is smaller than one page ({self.page_size})"
             )
+
+    @property
+    def policy_name(self) -> str:
+        return scheduling_policies.label(self.policy)
+
+    @property
+    def cache_name(self) -> str:
+        return caches.label(self.cache)
 
 
 class _Probe:
@@ -81,12 +88,11 @@ def _build(config: BenchConfig, vocab_size: int, model: Any = None):
                         max_prefill_tokens=config.max_prefill_tokens,
                         max_running=config.max_running, **kwargs)
         return engine.router, engine.executor, engine.manager
-    from radixlab.engine import _make_cache
-    from radixlab.executor import CostModelExecutor
+    from radixlab.cost_model import CostModelExecutor
     from radixlab.memory import KVCacheManager, PageAllocator
 
     manager = KVCacheManager(PageAllocator(config.pool_tokens // config.page_size),
-                             config.page_size, _make_cache(config.cache, config.page_size))
+                             config.page_size, make_cache(config.cache, config.page_size))
     router = Router(manager, policy=config.policy, max_prefill_tokens=config.max_prefill_tokens,
                     max_running=config.max_running, vocab_size=vocab_size)
     return router, CostModelExecutor(page_size=config.page_size, vocab_size=vocab_size), manager
@@ -109,7 +115,8 @@ def run_config(
     wall = time.perf_counter() - start
     tot = metrics.totals()
     best = optimal_hit_rate(trace.prompts(), config.page_size).hit_rate
-    row: dict[str, Any] = {"workload": trace.name, "requests": len(trace), **asdict(config)}
+    row: dict[str, Any] = {"workload": trace.name, "requests": len(trace), **asdict(config),
+                           "policy": config.policy_name, "cache": config.cache_name}
     row.update({
         "hit_rate": tot["hit_rate"],
         "optimal_hit_rate": best,
@@ -151,7 +158,7 @@ def sweep(
     try:
         for trace, config in jobs:
             if bar is not None:
-                bar.set_postfix_str(f"{trace.name} {config.policy} {config.cache}")
+                bar.set_postfix_str(f"{trace.name} {config.policy_name} {config.cache_name}")
             row = run_config(trace, config, vocab_size=vocab_size, model=model)
             rows.append(row)
             if on_row is not None:

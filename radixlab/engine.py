@@ -8,7 +8,6 @@ the router. The cache lives as long as the engine, so later calls reuse earlier 
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -19,12 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from radixlab import validate
+from radixlab.attention import resolve_backend
 from radixlab.executor import ModelExecutor
-from radixlab.memory import KVCacheManager, KVPool, PageAllocator
+from radixlab.kvpool import KVPool
+from radixlab.memory import KVCacheManager, PageAllocator
 from radixlab.model import PagedModel
+from radixlab.registry import caches, make_cache, resolve_eviction, resolve_policy
 from radixlab.router import Router
-
-CACHES = ("radix", "hash", "none")
 
 
 @dataclass
@@ -67,52 +68,43 @@ class GenerateStats:
         return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
-def _make_cache(kind: str, page_size: int):
-    if kind == "radix":
-        from radixlab.tree import RadixTree
-
-        return RadixTree(page_size=page_size)
-    if kind == "hash":
-        from radixlab.hashcache import HashPrefixCache
-
-        return HashPrefixCache(page_size=page_size)
-    if kind == "none":
-        from radixlab.hashcache import NoPrefixCache
-
-        return NoPrefixCache(page_size=page_size)
-    raise ValueError(f"cache must be one of {CACHES}, got {kind!r}")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 class Engine:
-    """A real LLM engine over a paged, prefix-cached KV pool (CPU or one GPU)."""
+    """A real LLM engine over a paged, prefix-cached KV pool (CPU or one GPU).
+
+    `cache`, `policy`, `eviction` and `attention` each take a registered name
+    (`radixlab.registry`) or the piece itself: a cache class or an empty instance, a scheduling
+    policy function, an eviction priority function (radix tree only), an attention backend
+    function. Everything is checked before the model loads.
+    """
 
     def __init__(
         self,
         model_path: str | os.PathLike | None = None,
         page_size: int = 16,
         pool_tokens: int = 16384,
-        policy: str = "lpm",
-        cache: str = "radix",
+        policy: Any = "lpm",
+        cache: Any = "radix",
         max_prefill_tokens: int = 1024,
         max_running: int = 64,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
-        attention_backend: str = "auto",
+        attention: Any = "auto",
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
         keep_logits: bool = False,
+        eviction: Any = None,
     ) -> None:
-        page_size = _positive_int("page_size", page_size)
-        pool_tokens = _positive_int("pool_tokens", pool_tokens)
+        page_size = validate.positive_int(page_size, "page_size")
+        pool_tokens = validate.positive_int(pool_tokens, "pool_tokens")
         if pool_tokens < page_size:
             raise ValueError(f"pool_tokens={pool_tokens} is less than one page ({page_size})")
-        _make_cache(cache, page_size)  # validates the name before anything heavy happens
+        max_prefill_tokens = validate.positive_int(max_prefill_tokens, "max_prefill_tokens")
+        max_running = validate.positive_int(max_running, "max_running")
+        resolve_policy(policy)
+        resolve_backend(attention, device or "cpu")
+        self._cache_options = {} if eviction is None else {"eviction": resolve_eviction(eviction)}
+        self._cache_spec = cache
+        first_cache = make_cache(cache, page_size, **self._cache_options)
         if model is None:
             from radixlab.checkpoint import load_hf_model, load_tokenizer
 
@@ -128,40 +120,37 @@ class Engine:
             model.config, page_size=page_size, pool_tokens=pool_tokens, dtype=param.dtype,
             device=param.device,
         )
-        self.model = PagedModel(model, pool=pool, attention_backend=attention_backend)
+        self.model = PagedModel(model, pool=pool, attention=attention)
         self.executor = ModelExecutor(self.model, keep_logits=keep_logits)
-        self.cache_kind = cache
-        self.manager = KVCacheManager(
-            PageAllocator(pool.num_pages), page_size, _make_cache(cache, page_size),
-            bytes_per_token=pool.bytes_per_token,
-        )
+        self.cache_kind = caches.label(cache)
         self.eos_id = _eos_id(model, tokenizer)
-        self.router = Router(
-            self.manager, policy=policy, max_prefill_tokens=_positive_int(
-                "max_prefill_tokens", max_prefill_tokens),
-            max_running=_positive_int("max_running", max_running), eos_id=self.eos_id,
-            vocab_size=self.model.vocab_size,
-        )
         self.page_size = page_size
+        self._router_options = dict(policy=policy, max_prefill_tokens=max_prefill_tokens,
+                                    max_running=max_running)
+        self._new_router(first_cache)
         self.last_stats = GenerateStats()
 
+    def _new_router(self, cache: Any) -> None:
+        """A fresh memory manager and router over the engine's pool, with `cache`."""
+        self.manager = KVCacheManager(
+            PageAllocator(self.model.pool.num_pages), self.page_size, cache,
+            bytes_per_token=self.model.pool.bytes_per_token,
+        )
+        self.router = Router(self.manager, eos_id=self.eos_id, vocab_size=self.model.vocab_size,
+                             **self._router_options)
+
     # ---------------------------------------------------------------- input checking
-    def encode(self, prompt: str | Sequence[int] | np.ndarray) -> list[int]:
+    def encode(self, prompt: str | Sequence[int] | np.ndarray, name: str = "prompt") -> list[int]:
         """Token ids of one prompt (text through the tokenizer), validated against the vocab."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("text prompts need a tokenizer; pass token ids or tokenizer=")
-            arr = np.asarray(self.tokenizer.encode(prompt), dtype=np.int64)
-        else:
-            arr = np.asarray(prompt)
-            if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-                raise ValueError(f"a prompt is text or a 1-D sequence of int ids, got {prompt!r}")
-        if not arr.size:
-            raise ValueError(f"empty prompt: {prompt!r}")
-        bad = arr[(arr < 0) | (arr >= self.model.vocab_size)]
-        if bad.size:
-            raise ValueError(f"token id {bad[0]} out of vocab (size {self.model.vocab_size})")
-        return arr.tolist()
+            if not prompt:
+                raise validate.InvalidInput(f"{name} must not be empty")
+            prompt = self.tokenizer.encode(prompt)
+        ids = validate.token_ids(prompt, name, vocab_size=self.model.vocab_size,
+                                 allow_empty=False)
+        return ids.tolist()
 
     def _decode(self, ids: Sequence[int]) -> str | None:
         if self.tokenizer is None:
@@ -174,23 +163,8 @@ class Engine:
             return False
         if isinstance(prompts, np.ndarray):
             return prompts.ndim == 2
-        return isinstance(prompts, Sequence) and len(prompts) > 0 and not isinstance(
-            prompts[0], (int, np.integer)
-        )
-
-    def _check_sampling(self, max_new_tokens, temperature, top_p, seed, ignore_eos=False) -> None:
-        _positive_int("max_new_tokens", max_new_tokens)
-        if not isinstance(ignore_eos, (bool, np.bool_)):
-            raise ValueError(f"ignore_eos must be a bool, got {ignore_eos!r}")
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or (
-            temperature < 0
-        ):
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
+        return isinstance(prompts, Sequence) and len(prompts) > 0 and not validate.is_int(
+            prompts[0])
 
     # ---------------------------------------------------------------- generation
     def generate(
@@ -217,17 +191,14 @@ class Engine:
         items = list(prompts) if batch else [prompts]
         if not items:
             raise ValueError("no prompts given")
-        self._check_sampling(max_new_tokens, temperature, top_p, seed, ignore_eos)
-        ids = [self.encode(p) for p in items]
-        for i, p in enumerate(ids):
-            need = -(-(len(p) + max_new_tokens) // self.page_size)
-            if need > self.router.num_pages:
-                raise ValueError(
-                    f"prompt {i} ({len(p)} tokens + {max_new_tokens} new) needs {need} pages but "
-                    f"the pool has {self.router.num_pages} of {self.page_size} tokens"
-                )
-        events = self._run(ids, max_new_tokens, float(temperature), float(top_p), seed, progress,
-                           bool(ignore_eos))
+        max_new_tokens, temperature, top_p, seed, ignore_eos = validate.sampling(
+            max_new_tokens, temperature, top_p, seed, ignore_eos)
+        if progress is not None:
+            validate.flag(progress, "progress")
+        ids = [self.encode(p, f"prompt {i}" if batch else "prompt") for i, p in enumerate(items)]
+        for p in ids:
+            self.router.check_fits(len(p), max_new_tokens)
+        events = self._run(ids, max_new_tokens, temperature, top_p, seed, progress, ignore_eos)
         if stream:
             return self._stream(events)
         for _ in events:
@@ -261,8 +232,12 @@ class Engine:
         try:
             while any(self.router.requests[r].state != "finished" for r in rids):
                 plan = self.router.schedule()
-                result = self.executor.execute(plan)
-                done = set(self.router.update(plan, result))
+                try:
+                    result = self.executor.execute(plan)
+                    done = set(self.router.update(plan, result))
+                except BaseException:
+                    self.router.cancel(plan)
+                    raise
                 steps += 1
                 executor_s += result.elapsed_s
                 for rid, tok in result.next_tokens.items():
@@ -313,16 +288,9 @@ class Engine:
         """Forget every cached prefix (only when nothing is running)."""
         if self.router.has_work():
             raise RuntimeError("cannot reset the cache while requests are running")
-        cache = _make_cache(self.cache_kind, self.page_size)
-        self.manager = KVCacheManager(
-            PageAllocator(self.model.pool.num_pages), self.page_size, cache,
-            bytes_per_token=self.model.pool.bytes_per_token,
-        )
-        old = self.router
-        self.router = Router(self.manager, policy=old.policy_name,
-                             max_prefill_tokens=old.max_prefill_tokens,
-                             max_running=old.max_running, eos_id=self.eos_id,
-                             vocab_size=self.model.vocab_size)
+        spec = self._cache_spec
+        fresh = spec if isinstance(spec, (str, type)) else type(spec)
+        self._new_router(make_cache(fresh, self.page_size, **self._cache_options))
 
 
 def _eos_id(model: torch.nn.Module, tokenizer: Any) -> int | tuple[int, ...] | None:

@@ -210,7 +210,7 @@ class _RouterReplica:
 
     def __init__(self, pool_tokens: int, page_size: int, policy: str, cost: ReplicaCost,
                  router_capacity: int | None, vocab_size: int) -> None:
-        from radixlab.executor import CostModelExecutor
+        from radixlab.cost_model import CostModelExecutor
         from radixlab.memory import KVCacheManager, PageAllocator
         from radixlab.router import Router
 

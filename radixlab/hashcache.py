@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from radixlab.memory import as_token_array
+from radixlab import validate
 
 ROOT_HASH = b"radixlab-root"
 
@@ -96,7 +96,7 @@ class HashPrefixCache:
 
     def match_prefix(self, tokens: Iterable[int], namespace: Hashable = None) -> HashMatch:
         """Longest run of cached full blocks from the start; returns their slots and a handle."""
-        tokens = as_token_array(tokens)
+        tokens = validate.token_ids(tokens)
         chain = []
         for h in self._hashes(tokens, namespace):
             b = self._blocks.get(h)
@@ -118,7 +118,7 @@ class HashPrefixCache:
         self, tokens: Iterable[int], slots: Iterable[int], namespace: Hashable = None
     ) -> int:
         """Cache the full blocks of tokens (slots name pages); returns tokens cached before."""
-        tokens = as_token_array(tokens)
+        tokens = validate.token_ids(tokens)
         slots = np.asarray(slots if isinstance(slots, np.ndarray) else list(slots), dtype=np.int64)
         if slots.shape != tokens.shape:
             raise ValueError(f"{len(tokens)} tokens but {len(slots)} slots")
@@ -259,13 +259,13 @@ class NoPrefixCache:
         self.page_size = int(page_size)
 
     def match_prefix(self, tokens: Iterable[int], namespace: Hashable = None) -> HashMatch:
-        as_token_array(tokens)
+        validate.token_ids(tokens)
         return HashMatch(np.zeros(0, dtype=np.int64), None)
 
     def insert(
         self, tokens: Iterable[int], slots: Iterable[int], namespace: Hashable = None
     ) -> int:
-        tokens = as_token_array(tokens)
+        tokens = validate.token_ids(tokens)
         slots = np.asarray(slots if isinstance(slots, np.ndarray) else list(slots))
         if len(slots) != len(tokens):
             raise ValueError(f"{len(tokens)} tokens but {len(slots)} slots")

@@ -1,4 +1,5 @@
-"""Paged KV memory: the pool tensors, a refcounting page allocator, page tables, copy-on-write.
+"""Paged KV memory bookkeeping: a refcounting page allocator, page tables, copy-on-write, and the
+`KVCacheManager` the router goes through. No tensors here: the pool itself is `radixlab.kvpool`.
 
 Ownership is counted in *holders* (docs/architecture.md): the prefix cache holds each page it
 stores once, and every running request holds each page of its page table once. A page is free
@@ -14,7 +15,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
+
+from radixlab import validate
 
 
 class OutOfPagesError(RuntimeError):
@@ -26,53 +28,23 @@ class OutOfPagesError(RuntimeError):
         self.available = int(available)
 
 
-def as_token_array(tokens: Iterable[int], vocab_size: int | None = None) -> np.ndarray:
-    """Validate token ids (ints, >= 0, < vocab_size when known) and return them as np.int64."""
-    arr = np.asarray(list(tokens) if not isinstance(tokens, np.ndarray) else tokens)
-    if arr.ndim != 1:
-        raise ValueError(f"token ids must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
-        bad = next((t for t in arr.tolist() if not isinstance(t, (int, np.integer))), arr[0])
-        raise ValueError(f"token ids must be integers, got {bad!r}")
-    arr = arr.astype(np.int64)
-    if (arr < 0).any():
-        raise ValueError(f"token ids must be >= 0, got {int(arr[arr < 0][0])}")
-    if vocab_size is not None and (arr >= vocab_size).any():
-        raise ValueError(f"token id {int(arr[arr >= vocab_size][0])} >= vocab_size {vocab_size}")
+def as_pages(pages: Iterable[int] | int, num_pages: int, name: str = "pages") -> np.ndarray:
+    """Validate page ids (a 1-D sequence of ints, or one int) against the pool; np.int64."""
+    if validate.is_int(pages):
+        pages = [pages]
+    arr = validate.token_ids(pages, name)
+    if arr.size and arr.max() >= num_pages:
+        bad = int(arr[arr >= num_pages][0])
+        raise validate.InvalidInput(
+            f"unknown page {bad} (the pool has pages 0..{num_pages - 1})")
     return arr
-
-
-def _as_pages(pages: Iterable[int] | int, num_pages: int) -> np.ndarray:
-    """Validate page ids against the pool and return them as np.int64."""
-    arr = np.atleast_1d(np.asarray(pages if not isinstance(pages, (list, tuple)) else list(pages)))
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"page ids must be a 1-D sequence of integers, got {pages!r}")
-    arr = arr.astype(np.int64)
-    bad = arr[(arr < 0) | (arr >= num_pages)]
-    if bad.size:
-        raise ValueError(f"unknown page {int(bad[0])} (pool has pages 0..{num_pages - 1})")
-    return arr
-
-
-def _check_count(name: str, n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {n!r}")
-    return int(n)
 
 
 class PageAllocator:
     """Free list (lowest page first) plus one refcount per page: alloc, share, release."""
 
     def __init__(self, num_pages: int) -> None:
-        if isinstance(num_pages, bool) or not isinstance(num_pages, (int, np.integer)):
-            raise ValueError(f"num_pages must be an integer, got {num_pages!r}")
-        if num_pages < 1:
-            raise ValueError(f"num_pages must be >= 1, got {num_pages}")
-        self.num_pages = int(num_pages)
+        self.num_pages = validate.positive_int(num_pages, "num_pages")
         self._ref = np.zeros(self.num_pages, dtype=np.int64)
         self._free = list(range(self.num_pages))
 
@@ -86,7 +58,7 @@ class PageAllocator:
 
     def refcount(self, page: int) -> int:
         """How many holders the page has (0 = free)."""
-        return int(self._ref[_as_pages([page], self.num_pages)[0]])
+        return int(self._ref[as_pages([page], self.num_pages)[0]])
 
     def refcounts(self) -> np.ndarray:
         """A copy of all refcounts, indexed by page."""
@@ -98,7 +70,7 @@ class PageAllocator:
 
     def alloc(self, n: int) -> np.ndarray:
         """Take n free pages (lowest ids first), each with refcount 1."""
-        n = _check_count("n", n)
+        n = validate.count(n, "n")
         if n > len(self._free):
             raise OutOfPagesError(n, len(self._free))
         pages = np.array([heapq.heappop(self._free) for _ in range(n)], dtype=np.int64)
@@ -107,7 +79,7 @@ class PageAllocator:
 
     def share(self, pages: Iterable[int]) -> None:
         """Add one holder to each page; every page must already be held (not free)."""
-        arr = _as_pages(pages, self.num_pages)
+        arr = as_pages(pages, self.num_pages)
         free = arr[self._ref[arr] == 0]
         if free.size:
             raise ValueError(f"cannot share page {int(free[0])}: it is free")
@@ -115,7 +87,7 @@ class PageAllocator:
 
     def release(self, pages: Iterable[int]) -> np.ndarray:
         """Drop one holder per listed page; pages reaching 0 go back on the free list (returned)."""
-        arr = _as_pages(pages, self.num_pages)
+        arr = as_pages(pages, self.num_pages)
         counts = Counter(arr.tolist())
         for page, c in counts.items():
             if self._ref[page] == 0:
@@ -132,149 +104,6 @@ class PageAllocator:
                 heapq.heappush(self._free, page)
                 freed.append(page)
         return np.array(sorted(freed), dtype=np.int64)
-
-
-class KVPool:
-    """Preallocated K and V tensors per layer, shaped [num_pages, page_size, kv_heads, head_dim]."""
-
-    def __init__(
-        self,
-        num_layers: int,
-        num_kv_heads: int,
-        head_dim: int,
-        page_size: int,
-        num_pages: int,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        for name, value in [
-            ("num_layers", num_layers),
-            ("num_kv_heads", num_kv_heads),
-            ("head_dim", head_dim),
-            ("page_size", page_size),
-            ("num_pages", num_pages),
-        ]:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        self.num_layers = int(num_layers)
-        self.num_kv_heads = int(num_kv_heads)
-        self.head_dim = int(head_dim)
-        self.page_size = int(page_size)
-        self.num_pages = int(num_pages)
-        self.dtype = dtype
-        self.device = torch.device(device)
-        shape = (self.num_pages, self.page_size, self.num_kv_heads, self.head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
-
-    @staticmethod
-    def page_bytes_for(
-        num_layers: int, num_kv_heads: int, head_dim: int, page_size: int, dtype: torch.dtype
-    ) -> int:
-        """Bytes of one page across all layers, K and V."""
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        return 2 * num_layers * page_size * num_kv_heads * head_dim * itemsize
-
-    @classmethod
-    def from_config(
-        cls,
-        hf_config: Any,
-        page_size: int = 16,
-        pool_tokens: int | None = None,
-        pool_bytes: int | None = None,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device = "cpu",
-    ) -> KVPool:
-        """Size a pool for a Hugging Face config, by tokens or by bytes (exactly one of them)."""
-        if (pool_tokens is None) == (pool_bytes is None):
-            raise ValueError(
-                "give exactly one of pool_tokens / pool_bytes, "
-                f"got {pool_tokens!r} / {pool_bytes!r}"
-            )
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValueError(f"page_size must be an integer >= 1, got {page_size!r}")
-        num_layers, kv_heads, head_dim, cfg_dtype = config_kv_shape(hf_config)
-        dtype = dtype or cfg_dtype
-        if pool_tokens is not None:
-            num_pages = _check_count("pool_tokens", pool_tokens) // page_size
-            if num_pages < 1:
-                raise ValueError(f"pool_tokens={pool_tokens} is less than one page ({page_size})")
-        else:
-            per_page = cls.page_bytes_for(num_layers, kv_heads, head_dim, page_size, dtype)
-            num_pages = _check_count("pool_bytes", pool_bytes) // per_page
-            if num_pages < 1:
-                raise ValueError(f"pool_bytes={pool_bytes} is less than one page ({per_page} B)")
-        return cls(num_layers, kv_heads, head_dim, page_size, num_pages, dtype=dtype, device=device)
-
-    @property
-    def num_slots(self) -> int:
-        return self.num_pages * self.page_size
-
-    @property
-    def bytes_per_token(self) -> int:
-        return self.page_bytes_for(
-            self.num_layers, self.num_kv_heads, self.head_dim, 1, self.dtype
-        )
-
-    @property
-    def bytes_per_page(self) -> int:
-        return self.bytes_per_token * self.page_size
-
-    @property
-    def total_bytes(self) -> int:
-        return self.bytes_per_page * self.num_pages
-
-    def k_slots(self, layer: int) -> torch.Tensor:
-        """K of one layer as a flat view [num_slots, kv_heads, head_dim] indexed by slot."""
-        return self.k[layer].view(self.num_slots, self.num_kv_heads, self.head_dim)
-
-    def v_slots(self, layer: int) -> torch.Tensor:
-        """V of one layer as a flat view [num_slots, kv_heads, head_dim] indexed by slot."""
-        return self.v[layer].view(self.num_slots, self.num_kv_heads, self.head_dim)
-
-    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k, v [n, kv_heads, head_dim] at the given slots of one layer."""
-        if not 0 <= layer < self.num_layers:
-            raise ValueError(f"layer {layer} out of range 0..{self.num_layers - 1}")
-        slots = torch.as_tensor(slots, dtype=torch.long, device=self.device).reshape(-1)
-        want = (slots.numel(), self.num_kv_heads, self.head_dim)
-        if tuple(k.shape) != want or tuple(v.shape) != want:
-            raise ValueError(f"k/v must have shape {want}, got {tuple(k.shape)} / {tuple(v.shape)}")
-        if slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= self.num_slots):
-            bad = slots[(slots < 0) | (slots >= self.num_slots)][0]
-            raise ValueError(f"slot {int(bad)} out of range 0..{self.num_slots - 1}")
-        self.k_slots(layer)[slots] = k.to(self.dtype)
-        self.v_slots(layer)[slots] = v.to(self.dtype)
-
-    def copy_pages(self, src_pages: Sequence[int], dst_pages: Sequence[int]) -> None:
-        """Copy whole pages src -> dst in every layer, K and V (the copy in copy-on-write)."""
-        src = _as_pages(src_pages, self.num_pages)
-        dst = _as_pages(dst_pages, self.num_pages)
-        if src.shape != dst.shape:
-            raise ValueError(f"src and dst differ in length: {src.size} vs {dst.size}")
-        if len(set(dst.tolist())) != dst.size:
-            raise ValueError(f"duplicate destination pages: {dst.tolist()}")
-        if src.size == 0:
-            return
-        s = torch.as_tensor(src, device=self.device)
-        d = torch.as_tensor(dst, device=self.device)
-        for layer in range(self.num_layers):
-            self.k[layer][d] = self.k[layer][s].clone()
-            self.v[layer][d] = self.v[layer][s].clone()
-
-
-def config_kv_shape(hf_config: Any) -> tuple[int, int, int, torch.dtype]:
-    """(num_layers, num_kv_heads, head_dim, dtype) of a Hugging Face causal-LM config."""
-    layers = int(hf_config.num_hidden_layers)
-    heads = int(hf_config.num_attention_heads)
-    kv_heads = int(getattr(hf_config, "num_key_value_heads", None) or heads)
-    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
-    dtype = getattr(hf_config, "dtype", None)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.replace("torch.", ""), None)
-    if not isinstance(dtype, torch.dtype):
-        dtype = torch.float32
-    return layers, kv_heads, int(head_dim), dtype
 
 
 def pages_to_slots(pages: Sequence[int], page_size: int, length: int | None = None) -> np.ndarray:
@@ -304,12 +133,8 @@ class BlockTables:
     """
 
     def __init__(self, allocator: PageAllocator, page_size: int) -> None:
-        if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
-            raise ValueError(f"page_size must be an integer, got {page_size!r}")
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.allocator = allocator
-        self.page_size = int(page_size)
+        self.page_size = validate.positive_int(page_size, "page_size")
         self._pages: dict[Hashable, list[int]] = {}
         self._len: dict[Hashable, int] = {}
 
@@ -340,22 +165,22 @@ class BlockTables:
         """All slots of rid, positions 0..length-1 (one row of SGLang's req_to_token)."""
         return pages_to_slots(self._get(rid), self.page_size, self._len[rid])
 
-    def req_to_token(self, rids: Sequence[Hashable], pad: int = 0) -> torch.Tensor:
-        """A padded LongTensor [len(rids), max_len] of slots, for the data plane."""
+    def req_to_token(self, rids: Sequence[Hashable], pad: int = 0) -> np.ndarray:
+        """A padded int64 array [len(rids), max_len] of slots (SGLang's req_to_token rows)."""
         rows = [self.slots(r) for r in rids]
         width = max((len(r) for r in rows), default=0)
-        out = torch.full((len(rows), width), pad, dtype=torch.long)
+        out = np.full((len(rows), width), pad, dtype=np.int64)
         for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.as_tensor(r)
+            out[i, : len(r)] = r
         return out
 
     def add(self, rid: Hashable, pages: Sequence[int] = (), length: int = 0) -> None:
         """Start rid's table with already-held pages (rid takes its own hold on each)."""
         if rid in self._pages:
             raise ValueError(f"request {rid!r} already has a page table")
-        pages = _as_pages(list(pages), self.allocator.num_pages)
-        length = _check_count("length", length)
-        if -(-length // self.page_size) != len(pages):
+        pages = as_pages(list(pages), self.allocator.num_pages)
+        length = validate.count(length, "length")
+        if validate.pages_for(length, self.page_size) != len(pages):
             raise ValueError(f"length {length} does not fit {len(pages)} pages")
         self.allocator.share(pages)
         self._pages[rid] = pages.tolist()
@@ -364,12 +189,12 @@ class BlockTables:
     def plan_append(self, rid: Hashable, n: int) -> tuple[int, bool]:
         """(pages to allocate, whether the last page must be copied first) for n more tokens."""
         pages = self._get(rid)
-        n = _check_count("n", n)
+        n = validate.count(n, "n")
         length = self._len[rid]
         if n == 0:
             return 0, False
         cow = length % self.page_size != 0 and self.allocator.refcount(pages[-1]) > 1
-        grow = -(-(length + n) // self.page_size) - len(pages)
+        grow = validate.pages_for(length + n, self.page_size) - len(pages)
         return grow + int(cow), cow
 
     def append(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -388,6 +213,24 @@ class BlockTables:
         start = self._len[rid]
         self._len[rid] = start + n
         return pages_to_slots(pages, self.page_size, start + n)[start:], copies
+
+    def truncate(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
+                 ) -> bool:
+        """Undo appends: shrink rid back to `length` tokens (its pages past that are released)
+        and point it back at the sources of the `copies` those appends made. False, with only
+        the shrink done, when a copy's source has no holder left to share it with."""
+        pages = self._get(rid)
+        length = validate.count(length, "length", maximum=self._len[rid])
+        keep = validate.pages_for(length, self.page_size)
+        restorable = all(self.allocator.refcount(src) > 0 for src, _ in copies)
+        if restorable:
+            for src, dst in copies:
+                if dst in pages[:keep]:
+                    self.replace(rid, pages.index(dst), src)
+        self.allocator.release(pages[keep:])
+        del pages[keep:]
+        self._len[rid] = length
+        return restorable
 
     def fork(self, rid: Hashable, new_rid: Hashable) -> None:
         """new_rid shares every page of rid; the first write into a shared partial page copies."""
@@ -453,7 +296,7 @@ class KVCacheManager:
     # -- requests -------------------------------------------------------------------------
     def match(self, tokens: Iterable[int], namespace: Hashable = None) -> Any:
         """Longest cached prefix of tokens (page-aligned); no holds are taken yet."""
-        return self.prefix_cache.match_prefix(as_token_array(tokens), namespace=namespace)
+        return self.prefix_cache.match_prefix(validate.token_ids(tokens), namespace=namespace)
 
     def admit(self, rid: Hashable, m: Any) -> None:
         """Start rid with the matched pages (shared, not copied) and lock the match."""
@@ -489,6 +332,15 @@ class KVCacheManager:
             raise OutOfPagesError(needed, self.allocator.num_free)
         return self.tables.append(rid, n)
 
+    def unreserve(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
+                  ) -> bool:
+        """Undo reservations of rid back to `length` tokens (see `BlockTables.truncate`)."""
+        if rid not in self.tables:
+            raise KeyError(f"unknown request {rid!r}")
+        if length < self._lock[rid][1]:
+            raise ValueError(f"cannot unreserve below rid {rid!r}'s locked cached prefix")
+        return self.tables.truncate(rid, length, copies)
+
     def slots(self, rid: Hashable) -> np.ndarray:
         """All slots of rid, positions 0..len-1."""
         return self.tables.slots(rid)
@@ -508,7 +360,7 @@ class KVCacheManager:
 
     def cache(self, rid: Hashable, tokens: Iterable[int], namespace: Hashable = None) -> int:
         """Insert rid's full pages under `tokens` now (chunked prefill), relock; returns cached."""
-        tokens = as_token_array(tokens)
+        tokens = validate.token_ids(tokens)
         length = self.tables.length(rid)
         if len(tokens) > length:
             raise ValueError(f"{len(tokens)} tokens given but request {rid!r} holds {length}")
@@ -577,7 +429,7 @@ class KVCacheManager:
     # -- cache ----------------------------------------------------------------------------
     def evict(self, num_pages: int) -> int:
         """Ask the cache to let go of at least num_pages unlocked pages; returns pages freed."""
-        num_pages = _check_count("num_pages", num_pages)
+        num_pages = validate.count(num_pages, "num_pages")
         before = self.allocator.num_free
         if num_pages:
             self._evict_pages(num_pages)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from radixlab.attention import paged_attention_extend, plan_extend, resolve_backend
-from radixlab.memory import KVPool
+from radixlab.attention import resolve_backend
+from radixlab.kvpool import KVPool
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
@@ -101,7 +102,7 @@ class PagedModel:
         pool: KVPool | None = None,
         page_size: int = 16,
         pool_tokens: int = 4096,
-        attention_backend: str = "auto",
+        attention: Any = "auto",
     ) -> None:
         config = hf_model.config
         if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
@@ -121,7 +122,7 @@ class PagedModel:
             )
             pool = pool if pool.device == self.device else _move_pool(pool, self.device)
         self.pool = pool
-        self.attention_backend = attention_backend
+        self.attention = resolve_backend(attention, self.device)
         self.vocab_size = int(config.vocab_size)
         self.tokens_computed = 0
         self.forwards = 0
@@ -148,10 +149,9 @@ class PagedModel:
         cos, sin = inner.rotary_emb(h[None], batch.positions[None])
         cos, sin = cos[0], sin[0]
         n = h.shape[0]
-        backend = resolve_backend(self.attention_backend, h)
-        plan = None
-        if backend == "torch":  # the gather indices are the same for every layer: build once
-            plan = plan_extend(batch.page_table, batch.seq_lens, batch.q_lens, self.page_size)
+        prepare = getattr(self.attention, "prepare", None)
+        plan = None if prepare is None else prepare(
+            batch.page_table, batch.seq_lens, batch.q_lens, self.page_size)
         for i, layer in enumerate(inner.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
@@ -160,9 +160,9 @@ class PagedModel:
             v = attn.v_proj(x).view(n, -1, attn.head_dim)
             q, k = _rotate(q, k, cos, sin)
             self.pool.write(i, batch.write_slots, k, v)
-            o = paged_attention_extend(
+            o = self.attention(
                 q, self.pool.k[i], self.pool.v[i], batch.page_table, batch.seq_lens,
-                batch.q_lens, scale=attn.scaling, backend=backend, plan=plan,
+                batch.q_lens, attn.scaling, plan,
             )
             h = h + attn.o_proj(o.reshape(n, -1))
             h = h + layer.mlp(layer.post_attention_layernorm(h))

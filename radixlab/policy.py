@@ -2,7 +2,9 @@
 
 A policy sees each waiting request as a `Candidate` (arrival order, how many prompt tokens are
 already cached, and the path of cache nodes its match ends on) and returns them in the order the
-router should try to admit them. Policies are looked up by name so the router stays pluggable.
+router should try to admit them. A policy that ignores the match is marked `@uses_match(False)`, so
+the router does not match the queue for it. Policies are registered by name in
+`radixlab.registry.scheduling_policies`; the router also takes a callable.
 """
 
 from __future__ import annotations
@@ -26,16 +28,28 @@ class Candidate:
 Policy = Callable[[Sequence[Candidate], np.random.Generator], list[Candidate]]
 
 
+def uses_match(flag: bool) -> Callable[[Policy], Policy]:
+    """Declare whether a policy reads `prefix_len` / `node_path` (the router skips matching
+    the waiting queue for a policy marked False)."""
+    def mark(fn: Policy) -> Policy:
+        fn.needs_match = flag  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+@uses_match(False)
 def fcfs(cands: Sequence[Candidate], rng: np.random.Generator | None = None) -> list[Candidate]:
     """First come, first served: arrival order."""
     return sorted(cands, key=lambda c: c.seq)
 
 
+@uses_match(True)
 def lpm(cands: Sequence[Candidate], rng: np.random.Generator | None = None) -> list[Candidate]:
     """Longest prefix match first (ties by arrival), so hot prefixes are reused before eviction."""
     return sorted(cands, key=lambda c: (-c.prefix_len, c.seq))
 
 
+@uses_match(False)
 def random_order(
     cands: Sequence[Candidate], rng: np.random.Generator | None = None
 ) -> list[Candidate]:
@@ -45,6 +59,7 @@ def random_order(
     return [cands[i] for i in order]
 
 
+@uses_match(True)
 def dfs_weight(
     cands: Sequence[Candidate], rng: np.random.Generator | None = None
 ) -> list[Candidate]:
@@ -79,18 +94,3 @@ def dfs_weight(
 
     visit(())
     return out
-
-
-POLICIES: dict[str, Policy] = {
-    "fcfs": fcfs,
-    "lpm": lpm,
-    "dfs-weight": dfs_weight,
-    "random": random_order,
-}
-
-
-def get_policy(name: str) -> Policy:
-    """The policy function called `name`; a clear ValueError lists the known names otherwise."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown scheduling policy {name!r}; choose one of {sorted(POLICIES)}")
-    return POLICIES[name]

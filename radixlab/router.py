@@ -18,68 +18,24 @@ are released. All memory and cache bookkeeping goes through `KVCacheManager`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from radixlab.executor import Executor, StepResult
+from radixlab import validate
+from radixlab.batch import BatchPlan, Executor, SeqWork, StepResult
+from radixlab.memory import OutOfPagesError
 from radixlab.metrics import Metrics, RequestStats, StepStats
-from radixlab.policy import Candidate, get_policy
-
-try:
-    from radixlab.memory import OutOfPagesError
-except ImportError:  # pragma: no cover - memory.py lands in parallel
-    class OutOfPagesError(RuntimeError):  # type: ignore[no-redef]
-        """Placeholder until radixlab.memory exists."""
+from radixlab.policy import Candidate
+from radixlab.registry import resolve_policy, scheduling_policies
+from radixlab.tree import RadixTree
 
 
-@dataclass
-class SeqWork:
-    """One request's work in one step."""
-
-    rid: int
-    tokens: np.ndarray         # token ids to run now: a prefill chunk, or the one token to decode
-    start_pos: int             # position of tokens[0]; equals the tokens already in KV for rid
-    slots: np.ndarray          # slots of positions 0 .. start_pos+len(tokens)-1 (context, then new)
-    sample: bool               # sample a next token after this (last prefill chunk, or decode)
-    temperature: float = 0.0   # 0 = greedy
-    top_p: float = 1.0
-    seed: int | None = None    # sampling seeded by (seed, rid, position): schedule-independent
-
-
-@dataclass
-class BatchPlan:
-    """What the executor must do in one step."""
-
-    step: int
-    work: list[SeqWork]        # prefill chunks first, then decodes
-    copies: list[tuple[int, int]] = field(default_factory=list)   # (src_page, dst_page) first
-    num_prefills: int | None = None   # how many leading work items are prefill chunks
-
-    def is_prefill(self, i: int) -> bool:
-        """Whether work[i] is a prefill chunk (when not recorded: more than one token, or no
-        sampling)."""
-        if self.num_prefills is not None:
-            return i < self.num_prefills
-        w = self.work[i]
-        return not (len(w.tokens) == 1 and w.sample)
-
-    @property
-    def prefill_tokens(self) -> int:
-        return sum(len(w.tokens) for i, w in enumerate(self.work) if self.is_prefill(i))
-
-    @property
-    def decode_tokens(self) -> int:
-        return sum(len(w.tokens) for i, w in enumerate(self.work) if not self.is_prefill(i))
-
-
-CACHE_AWARE = ("lpm", "dfs-weight")
-
-
-class RequestRejected(ValueError):
-    """A request the router can never serve (e.g. it does not fit in the whole pool)."""
+class RequestRejected(validate.InvalidInput):
+    """A request the router refuses: a bad argument, or one it can never serve (it does not fit
+    in the whole pool). Nothing changed."""
 
 
 @dataclass
@@ -128,7 +84,7 @@ class Router:
     def __init__(
         self,
         manager: Any,
-        policy: str = "lpm",
+        policy: str | Callable[..., Any] = "lpm",
         max_prefill_tokens: int = 512,
         max_running: int = 64,
         eos_id: int | Iterable[int] | None = None,
@@ -137,22 +93,20 @@ class Router:
         defer_shared: bool | None = None,
         defer_threshold: int = 32,
     ) -> None:
-        if max_prefill_tokens < 1:
-            raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
-        if max_running < 1:
-            raise ValueError(f"max_running must be >= 1, got {max_running}")
-        self.policy_name = policy
-        self.policy = get_policy(policy)
+        self.max_prefill_tokens = validate.positive_int(max_prefill_tokens, "max_prefill_tokens")
+        self.max_running = validate.positive_int(max_running, "max_running")
+        self.vocab_size = None if vocab_size is None else validate.positive_int(
+            vocab_size, "vocab_size")
+        self.policy, self.needs_match = resolve_policy(policy)
+        self.policy_name = scheduling_policies.label(policy)
+        self.defer_shared = self.needs_match if defer_shared is None else validate.flag(
+            defer_shared, "defer_shared")
+        self.defer_threshold = validate.positive_int(defer_threshold, "defer_threshold")
+        self.rng = np.random.default_rng(validate.count(seed, "seed"))
+        self.eos_id = eos_id
         self.mgr = manager
         self.page_size = int(manager.page_size)
         self.num_pages = int(manager.allocator.num_pages)
-        self.max_prefill_tokens = max_prefill_tokens
-        self.max_running = max_running
-        self.eos_id = eos_id
-        self.vocab_size = vocab_size
-        self.rng = np.random.default_rng(seed)
-        self.defer_shared = policy in CACHE_AWARE if defer_shared is None else defer_shared
-        self.defer_threshold = max(1, int(defer_threshold))
         self.requests: dict[int, Request] = {}
         self.waiting: list[Request] = []
         self.running: list[Request] = []
@@ -164,6 +118,8 @@ class Router:
         self._next_rid = 0
         self._step_counts: dict[str, int] = {}
         self._used_pages_peak = 0
+        self._inflight: BatchPlan | None = None
+        self._undo: list[tuple] = []
 
     # ------------------------------------------------------------------ requests in and out
     @property
@@ -175,10 +131,10 @@ class Router:
     def eos_id(self, value: int | Iterable[int] | None) -> None:
         if value is None:
             ids: tuple[int, ...] = ()
-        elif isinstance(value, (int, np.integer)):
-            ids = (int(value),)
+        elif validate.is_int(value):
+            ids = (validate.count(value, "eos_id"),)
         else:
-            ids = tuple(int(v) for v in value)
+            ids = tuple(validate.token_ids(value, "eos_id").tolist())
         self._eos_id = None if not ids else ids[0] if len(ids) == 1 else ids
         self._eos_ids = frozenset(ids)
 
@@ -196,33 +152,22 @@ class Router:
     ) -> int:
         """Queue a request, return its id; `RequestRejected` (a ValueError) if it can never run.
 
-        With `ignore_eos=True` this request runs to `max_new_tokens` even after it samples
-        `eos_id` (the router's eos_id is left alone, other requests still stop at it).
+        Every argument is checked before anything changes. `rid` must be a new integer id (not
+        used by any waiting, running or finished request). With `ignore_eos=True` this request
+        runs to `max_new_tokens` even after it samples `eos_id`.
         """
-        ids = np.asarray(prompt)
-        if ids.ndim != 1 or len(ids) == 0:
-            raise RequestRejected(f"prompt must be a non-empty 1-D token sequence, got {prompt!r}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise RequestRejected(f"prompt token ids must be integers, got dtype {ids.dtype}")
-        ids = ids.astype(np.int64)
-        if ids.min() < 0:
-            raise RequestRejected(f"negative token id {int(ids.min())} in prompt")
-        if self.vocab_size is not None and ids.max() >= self.vocab_size:
-            raise RequestRejected(
-                f"token id {int(ids.max())} out of vocab (size {self.vocab_size})"
-            )
-        if isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens or (
-            max_new_tokens < 1
-        ):
-            raise RequestRejected(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-        if not isinstance(ignore_eos, (bool, np.bool_)):
-            raise RequestRejected(f"ignore_eos must be a bool, got {ignore_eos!r}")
-        need = self._pages_for(len(ids) + int(max_new_tokens))
-        if need > self.num_pages:
-            raise RequestRejected(
-                f"request of {len(ids)} prompt + {max_new_tokens} new tokens needs {need} pages "
-                f"but the whole pool has {self.num_pages} (page_size {self.page_size})"
-            )
+        try:
+            ids = validate.token_ids(prompt, "prompt", vocab_size=self.vocab_size,
+                                     allow_empty=False)
+            max_new, temperature, top_p, seed, ignore_eos = validate.sampling(
+                max_new_tokens, temperature, top_p, seed, ignore_eos)
+            if rid is not None:
+                rid = validate.request_id(rid)
+            namespace = validate.namespace(namespace)
+            arrival = self.clock if arrival_s is None else validate.real(arrival_s, "arrival_s")
+        except validate.InvalidInput as exc:
+            raise RequestRejected(str(exc)) from None
+        self.check_fits(len(ids), max_new)
         if rid is None:
             while self._next_rid in self.requests:
                 self._next_rid += 1
@@ -230,9 +175,9 @@ class Router:
         if rid in self.requests:
             raise RequestRejected(f"request id {rid} is already in use")
         req = Request(
-            rid=int(rid), prompt=ids, max_new_tokens=int(max_new_tokens), namespace=namespace,
-            temperature=temperature, top_p=top_p, seed=seed, ignore_eos=bool(ignore_eos),
-            arrival_s=self.clock if arrival_s is None else float(arrival_s), seq=self._seq,
+            rid=rid, prompt=ids, max_new_tokens=max_new, namespace=namespace,
+            temperature=temperature, top_p=top_p, seed=seed, ignore_eos=ignore_eos,
+            arrival_s=arrival, seq=self._seq,
         )
         self._seq += 1
         self.requests[req.rid] = req
@@ -240,26 +185,45 @@ class Router:
         self.metrics.requests[req.rid] = RequestStats(req.rid, len(ids), req.arrival_s)
         return req.rid
 
+    def check_fits(self, prompt_len: int, max_new_tokens: int) -> None:
+        """`RequestRejected` if prompt + max_new_tokens needs more pages than the whole pool
+        (such a request could never finish: it would preempt itself forever)."""
+        need = validate.pages_for(prompt_len + max_new_tokens, self.page_size)
+        if need > self.num_pages:
+            raise RequestRejected(
+                f"request of {prompt_len} prompt + {max_new_tokens} new tokens needs {need} "
+                f"pages but the whole pool has {self.num_pages} (page_size {self.page_size})"
+            )
+
     def abort(self, rid: int) -> None:
-        """Drop a request: cache what it computed, unlock and release its pages."""
-        req = self.requests.get(rid)
+        """Drop a request: cache what it computed, unlock and release its pages.
+
+        Allowed between `schedule` and `update` too: its work in the plan is then ignored."""
+        req = self.requests.get(rid) if validate.is_int(rid) else None
         if req is None or req.state == "finished":
-            raise ValueError(f"no active request with id {rid}")
+            raise ValueError(f"no active request with id {rid!r}")
         if req.state == "waiting":
             self.waiting.remove(req)
         else:
             self._release(req)
+        self._undo = [u for u in self._undo if u[1] is not req]
         req.state, req.finish_reason = "finished", "abort"
-        self.metrics.requests[rid].finish_s = self.clock
+        self.metrics.requests[req.rid].finish_s = self.clock
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
     # ------------------------------------------------------------------ the step
     def schedule(self) -> BatchPlan:
-        """Decide this step's work (see the module docstring)."""
+        """Decide this step's work (see the module docstring). The plan is in flight until
+        `update(plan, result)` or `cancel(plan)`."""
+        if self._inflight is not None:
+            raise RuntimeError(
+                f"plan of step {self._inflight.step} is in flight: call update(plan, result) "
+                "or cancel(plan) before scheduling again")
         self.step_no += 1
         self._step_counts = {"preempted": 0, "evicted": 0, "admitted": 0, "cached": 0}
+        self._undo = []
         works: dict[int, SeqWork] = {}
         copies: dict[int, list[tuple[int, int]]] = {}
 
@@ -283,10 +247,32 @@ class Router:
         decodes = [w for w in works.values() if not self.requests[w.rid].prefilling]
         plan_copies = [c for rid in works for c in copies.get(rid, [])]
         self._used_pages_peak = int(self.mgr.allocator.num_used)
-        return BatchPlan(self.step_no, prefills + decodes, plan_copies, len(prefills))
+        self._inflight = BatchPlan(self.step_no, prefills + decodes, plan_copies, len(prefills))
+        return self._inflight
+
+    def _check_result(self, plan: BatchPlan, result: StepResult) -> dict[int, int]:
+        """The sampled token of every live sampling work item, checked before anything moves."""
+        if plan is not self._inflight:
+            raise ValueError(f"plan of step {plan.step} is not the plan in flight")
+        if not isinstance(result, StepResult):
+            raise TypeError(f"the executor must return a StepResult, got {result!r}")
+        validate.real(result.elapsed_s, "result.elapsed_s", 0.0)
+        tokens: dict[int, int] = {}
+        for w in plan.work:
+            if not w.sample or self.requests[w.rid].state != "running":
+                continue
+            if w.rid not in result.next_tokens:
+                raise ValueError(f"executor returned no token for rid {w.rid}")
+            tokens[w.rid] = validate.count(
+                result.next_tokens[w.rid], f"token for rid {w.rid}",
+                maximum=None if self.vocab_size is None else self.vocab_size - 1)
+        return tokens
 
     def update(self, plan: BatchPlan, result: StepResult) -> list[int]:
-        """Take the executor's result; returns the rids that finished this step."""
+        """Take the executor's result; returns the rids that finished this step. A malformed
+        result raises before anything changes (the plan stays in flight)."""
+        tokens = self._check_result(plan, result)
+        self._inflight, self._undo = None, []
         self.clock += float(result.elapsed_s)
         finished = []
         for w in plan.work:
@@ -298,9 +284,7 @@ class Router:
                 self.mgr.cache(req.rid, req.tokens[: req.num_computed], namespace=req.namespace)
             if not w.sample:
                 continue
-            if w.rid not in result.next_tokens:
-                raise ValueError(f"executor returned no token for rid {w.rid}")
-            tok = int(result.next_tokens[w.rid])
+            tok = tokens[w.rid]
             req.output.append(tok)
             req.prefilling = False
             stats = self.metrics.requests[req.rid]
@@ -327,11 +311,35 @@ class Router:
         ))
         return finished
 
+    def cancel(self, plan: BatchPlan) -> None:
+        """Undo a plan that was not executed (the executor raised): this step's admissions,
+        reservations and copy-on-write are rolled back, so every request is where it was.
+
+        Requests preempted and cache entries evicted to make room stay so (their pages may
+        have been written since); both are moves any step may make, and lose no output."""
+        if plan is not self._inflight:
+            raise ValueError(f"plan of step {plan.step} is not the plan in flight")
+        for kind, req, *saved in reversed(self._undo):
+            if kind == "reserve":
+                length, cow = saved
+                if not self.mgr.unreserve(req.rid, length, cow):
+                    self._preempt(req)       # its copy-on-write source is gone: recompute
+            else:
+                self._unadmit(req, *saved)
+        self._inflight, self._undo = None, []
+        self.step_no -= 1
+
     def step(self, executor: Executor) -> BatchPlan:
-        """Schedule, execute, update: one iteration of continuous batching."""
+        """Schedule, execute, update: one iteration of continuous batching. If the executor
+        raises (or returns a malformed result), the plan is cancelled and the error re-raised."""
         plan = self.schedule()
-        result = executor.execute(plan)
-        self.update(plan, result)
+        try:
+            result = executor.execute(plan)
+            self.update(plan, result)
+        except BaseException:
+            if self._inflight is plan:
+                self.cancel(plan)
+            raise
         return plan
 
     def run(self, executor: Executor, max_steps: int = 1_000_000) -> Metrics:
@@ -344,19 +352,22 @@ class Router:
 
     # ------------------------------------------------------------------ helpers
     def _pages_for(self, tokens: int) -> int:
-        return -(-tokens // self.page_size)
+        return validate.pages_for(tokens, self.page_size)
 
     def _cache_size(self) -> int:
         return int(self.mgr.prefix_cache.total_size())
 
-    def _reserve(self, req: Request, n: int, works: dict, copies: dict) -> bool:
+    def _reserve(self, req: Request, n: int, works: dict, copies: dict) -> list | None:
+        """Reserve n more tokens for req and queue its work; its copy-on-write copies, or None
+        when memory is short (nothing changed)."""
         before = self._cache_size()
         try:
             _, cp = self.mgr.reserve(req.rid, n)
         except OutOfPagesError:
-            return False
+            return None
         self._step_counts["evicted"] += max(0, before - self._cache_size())
-        copies.setdefault(req.rid, []).extend((int(s), int(d)) for s, d in cp)
+        cp = [(int(s), int(d)) for s, d in cp]
+        copies.setdefault(req.rid, []).extend(cp)
         toks = req.tokens[req.num_computed : req.num_computed + n]
         done = req.num_computed + n == len(req.tokens)
         works[req.rid] = SeqWork(
@@ -364,13 +375,16 @@ class Router:
             slots=np.asarray(self.mgr.slots(req.rid), dtype=np.int64).copy(), sample=done,
             temperature=req.temperature, top_p=req.top_p, seed=req.seed,
         )
-        return True
+        return cp
 
     def _reserve_or_preempt(self, req: Request, n: int, works: dict, copies: dict) -> bool:
         """Reserve n tokens for req, preempting the youngest running request without work
         this step until it fits (possibly req itself). False if req was preempted."""
+        length = self.mgr.length(req.rid)
         while True:
-            if self._reserve(req, n, works, copies):
+            cow = self._reserve(req, n, works, copies)
+            if cow is not None:
+                self._undo.append(("reserve", req, length, cow))
                 return True
             victims = [r for r in self.running if r.rid not in works]
             victim = max(victims, key=lambda r: r.admit_order)
@@ -405,10 +419,22 @@ class Router:
                 total += max(0, self._pages_for(len(r.tokens) + 1) - held)
         return total
 
+    def _unadmit(self, req: Request, index: int, admits: int, fields: tuple, stats: tuple
+                 ) -> None:
+        """Undo one admission of this step (its pages go back, it waits where it waited)."""
+        self.mgr.free(req.rid)
+        self.running.remove(req)
+        req.state, req.prefilling, req.num_computed = "waiting", True, 0
+        req.prefix_len, req.admit_order = fields
+        self.waiting.insert(index, req)
+        self._admits = admits
+        st = self.metrics.requests[req.rid]
+        st.first_admit_s, st.cached_tokens, st.recomputed_tokens = stats
+
     def _admit(self, budget: int, works: dict, copies: dict) -> None:
         cands = []
         for req in self.waiting:
-            if self.policy_name in CACHE_AWARE:
+            if self.needs_match:
                 m = self._match(req)
                 cands.append(Candidate(req.rid, req.seq, len(m), _node_path(m.node)))
             else:
@@ -431,20 +457,24 @@ class Router:
             if self.mgr.available_pages() < need + self._promised_pages():
                 self.mgr.free(req.rid)
                 break
+            stats = self.metrics.requests[req.rid]
+            saved = ("admit", req, self.waiting.index(req), self._admits,
+                     (req.prefix_len, req.admit_order),
+                     (stats.first_admit_s, stats.cached_tokens, stats.recomputed_tokens))
             req.num_computed = hit
             n = min(len(req.tokens) - hit, budget)
             req.admit_order = self._admits
             self.running.append(req)
-            if not self._reserve(req, n, works, copies):
+            if self._reserve(req, n, works, copies) is None:
                 self.running.remove(req)
-                req.num_computed = 0
+                req.num_computed, req.admit_order = 0, saved[4][1]
                 self.mgr.free(req.rid)
                 break
+            self._undo.append(saved)
             self._admits += 1
             budget -= n
             self.waiting.remove(req)
             req.state, req.prefilling, req.prefix_len = "running", True, hit
-            stats = self.metrics.requests[req.rid]
             if stats.first_admit_s is None:
                 stats.first_admit_s = self.clock
                 stats.cached_tokens = hit
@@ -462,8 +492,6 @@ class _InFlight:
     prefix in the cache instead of computing it a second time."""
 
     def __init__(self, threshold: int) -> None:
-        from radixlab.tree import RadixTree
-
         self.tree = RadixTree(page_size=1)
         self.threshold = threshold
 
@@ -474,19 +502,6 @@ class _InFlight:
     def shares(self, req: Request, cached: int) -> bool:
         m = self.tree.match_prefix(req.tokens, namespace=req.namespace)
         return len(m) - cached >= self.threshold
-
-
-def drain(requests: Iterable[dict], router: Router, executor: Executor) -> Metrics:
-    """Queue plain request dicts (keyword arguments of `add_request`) and run to completion;
-    rejected requests are recorded in the metrics with their reason."""
-    for kw in requests:
-        try:
-            router.add_request(**kw)
-        except RequestRejected as exc:
-            rid = kw.get("rid", -1)
-            st = RequestStats(rid, len(kw.get("prompt", ())), router.clock, rejected=str(exc))
-            router.metrics.requests[rid] = st
-    return router.run(executor)
 
 
 def run_trace(

@@ -14,9 +14,10 @@ Semantics follow SGLang's `RadixCache`:
   `value` may be a view into the array stored by an earlier insert. Never write into `value`.
 - Lock references run from a node to the root. Locked tokens count as `protected_size()`, the
   rest as `evictable_size()`; both are kept exact.
-- `evict(n)` frees whole unlocked leaves, least recently used first (or least frequently used,
-  ties broken by LRU), until at least `n` tokens are freed; a parent that becomes an unlocked
-  leaf becomes a candidate in the same call. Candidates live in one heap kept across calls:
+- `evict(n)` frees whole unlocked leaves in the order of an eviction policy (`radixlab.eviction`:
+  LRU by default, LFU, FIFO, MRU, SLRU, or your own priority function), until at least `n` tokens
+  are freed (hits for LFU/SLRU count on insert only, as in SGLang); a parent that becomes an
+  unlocked leaf becomes a candidate in the same call. Candidates live in one heap kept across calls:
   a leaf is pushed when it appears, is touched or is unlocked, and outdated entries are skipped
   when popped, so an eviction costs O(k log n) for k victims instead of re-heaping every leaf.
 - Time is a logical clock (one tick per match/insert), and node ids come from a counter, so every
@@ -33,13 +34,15 @@ number of pages, and a node's lock count is at least the sum of its children's
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-EVICTION_POLICIES = ("lru", "lfu")
+from radixlab import validate
+from radixlab.registry import eviction_policies, resolve_eviction
+
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
 
@@ -48,8 +51,8 @@ class TreeNode:
     """One edge of the tree: `key` (token ids) and `value` (their slots), plus bookkeeping."""
 
     __slots__ = (
-        "id", "key", "value", "children", "parent", "lock_ref", "last_access", "hit_count",
-        "namespace", "evicted",
+        "id", "key", "value", "children", "parent", "lock_ref", "last_access", "created",
+        "hit_count", "namespace", "evicted",
     )
 
     def __init__(self, node_id: int, key: np.ndarray, value: np.ndarray,
@@ -61,6 +64,7 @@ class TreeNode:
         self.parent = parent
         self.lock_ref = 0
         self.last_access = 0
+        self.created = 0
         self.hit_count = 0
         self.namespace = namespace
         self.evicted = False
@@ -86,57 +90,6 @@ class MatchResult:
         return len(self.slots)
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _short(x: Any, limit: int = 80) -> str:
-    text = repr(x.tolist()) if isinstance(x, np.ndarray) else repr(x)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def as_ids(values: Any, name: str = "tokens") -> np.ndarray:
-    """Validate a 1-D sequence of non-negative ints and return it as an int64 array (no copy if
-    it already is one)."""
-    if isinstance(values, np.ndarray):
-        arr = values
-    else:
-        if isinstance(values, (str, bytes)) or not (
-            isinstance(values, (Sequence, range)) or hasattr(values, "__array__")):
-            raise ValueError(f"{name} must be a 1-D sequence of ints, got {_short(values)}")
-        try:
-            arr = np.asarray(values)
-        except (ValueError, TypeError, OverflowError) as exc:
-            msg = f"{name} must be a 1-D sequence of ints, got {_short(values)}"
-            raise ValueError(msg) from exc
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind not in "iu":
-        if arr.size == 0:
-            return _EMPTY
-        for i, x in enumerate(values):
-            if not _is_int(x):
-                raise ValueError(f"{name}[{i}] = {x!r} is not an integer")
-        try:
-            arr = arr.astype(np.int64)
-        except OverflowError as exc:
-            raise ValueError(f"{name} has an id too large for int64: {_short(values)}") from exc
-    elif arr.dtype != np.int64:
-        if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-            raise ValueError(f"{name} has an id too large for int64: {_short(values)}")
-        arr = arr.astype(np.int64)
-    if arr.size and arr.min() < 0:
-        i = int(np.argmax(arr < 0))
-        raise ValueError(f"{name}[{i}] = {int(arr[i])} is negative")
-    return arr
-
-
-def _check_count(x: Any, name: str, minimum: int) -> int:
-    if not _is_int(x) or x < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {x!r}")
-    return int(x)
-
-
 class RadixTree:
     """Compressed radix tree mapping token-id prefixes to KV slots (SGLang `RadixCache` semantics).
 
@@ -147,12 +100,11 @@ class RadixTree:
     2
     """
 
-    def __init__(self, page_size: int = 1, eviction: str = "lru") -> None:
-        self.page_size = _check_count(page_size, "page_size", 1)
-        if eviction not in EVICTION_POLICIES:
-            raise ValueError(
-                f"unknown eviction policy {eviction!r}; choose one of {EVICTION_POLICIES}")
-        self.eviction = eviction
+    def __init__(self, page_size: int = 1, eviction: str | Callable[[TreeNode], Any] = "lru"
+                 ) -> None:
+        self.page_size = validate.positive_int(page_size, "page_size")
+        self._evict_priority = resolve_eviction(eviction)
+        self.eviction = eviction_policies.label(eviction)
         self._next_id = 0
         self.root = self._new_node(_EMPTY, _EMPTY, None, None)
         self.root.lock_ref = 1
@@ -195,6 +147,7 @@ class RadixTree:
         upper = self._new_node(child.key[:at], child.value[:at], parent, child.namespace)
         upper.lock_ref = child.lock_ref
         upper.last_access = child.last_access
+        upper.created = self.clock
         upper.hit_count = child.hit_count
         child.key = child.key[at:]
         child.value = child.value[at:]
@@ -208,8 +161,8 @@ class RadixTree:
         self._last = {"op": op, "node": self.root, "splits": [], "new": [], "evicted": []}
 
     def _touch(self, node: TreeNode) -> None:
+        """Refresh the access time (and the node's place in the eviction heap)."""
         node.last_access = self.clock
-        node.hit_count += 1
         if not node.children and node.lock_ref == 0:
             self._push(node)
 
@@ -220,6 +173,15 @@ class RadixTree:
             self._heap = [(self._priority(x), x) for x in self._leaves if x.lock_ref == 0]
             heapq.heapify(self._heap)
 
+    def _reoffer_leaves(self) -> bool:
+        """Rebuild the heap from every unlocked leaf (a user priority may change without a
+        touch, leaving only outdated entries); False when there is nothing to evict."""
+        if self._evictable == 0:
+            return False
+        self._heap = [(self._priority(x), x) for x in self._leaves if x.lock_ref == 0]
+        heapq.heapify(self._heap)
+        return bool(self._heap)
+
     def _is_current(self, prio: tuple, node: TreeNode) -> bool:
         return (not node.evicted and not node.children and node.lock_ref == 0
                 and prio == self._priority(node))
@@ -229,7 +191,7 @@ class RadixTree:
         try:
             hash(namespace)
         except TypeError as exc:
-            raise ValueError(f"namespace must be hashable, got {namespace!r}") from exc
+            raise validate.InvalidInput(f"namespace must be hashable, got {namespace!r}") from exc
 
     def _path_of(self, node: Any) -> list[TreeNode]:
         """Nodes from `node` up to (not including) the root; ValueError if not in this tree."""
@@ -252,7 +214,7 @@ class RadixTree:
                      namespace: Hashable = None) -> MatchResult:
         """Slots of the longest cached prefix (whole pages) and its last node; splits an edge
         when the match ends inside it, and refreshes access times along the path."""
-        key = as_ids(tokens)
+        key = validate.token_ids(tokens)
         self._check_namespace(namespace)
         self._begin("match")
         self.clock += 1
@@ -281,13 +243,16 @@ class RadixTree:
     def insert(self, tokens: Sequence[int] | np.ndarray, slots: Sequence[int] | np.ndarray,
                namespace: Hashable = None) -> int:
         """Store the whole pages of `tokens` with their `slots`; return how many leading tokens
-        were already cached (the caller's slots for those, and for any partial page, stay its)."""
-        key = as_ids(tokens)
+        were already cached (the caller's slots for those, and for any partial page, stay its).
+
+        Hits are counted here, as SGLang's `RadixCache` does (matches do not count): +1 on every
+        node the insert walks through whole, on the upper node of a split, and on a new leaf."""
+        key = validate.token_ids(tokens)
         if len(key) == 0:
-            raise ValueError("cannot insert an empty key (tokens has length 0)")
-        value = as_ids(slots, "slots")
+            raise validate.InvalidInput("cannot insert an empty key (tokens has length 0)")
+        value = validate.token_ids(slots, "slots")
         if len(value) != len(key):
-            raise ValueError(
+            raise validate.InvalidInput(
                 f"slots has length {len(value)} but tokens has length {len(key)}; they must match")
         self._check_namespace(namespace)
         self._begin("insert")
@@ -300,13 +265,19 @@ class RadixTree:
             child = node.children.get(self._child_key(key[pos:n], node is self.root, namespace))
             if child is None:
                 break
-            self._touch(child)
             m = self._prefix_len(child.key, key[pos:n])
             pos += m
-            node = self._split(child, m) if m < len(child.key) else child
+            if m < len(child.key):
+                self._touch(child)
+                node = self._split(child, m)
+                node.hit_count += 1
+            else:
+                child.hit_count += 1
+                self._touch(child)
+                node = child
         if pos < n:
             leaf = self._new_node(np.array(key[pos:n]), np.array(value[pos:n]), node, namespace)
-            leaf.last_access = self.clock
+            leaf.last_access = leaf.created = self.clock
             leaf.hit_count = 1
             node.children[self._child_key(leaf.key, node is self.root, namespace)] = leaf
             self._evictable += len(leaf.key)
@@ -349,18 +320,16 @@ class RadixTree:
         self._last["node"] = node
 
     def _priority(self, node: TreeNode) -> tuple:
-        if self.eviction == "lfu":
-            return (node.hit_count, node.last_access, node.id)
-        return (node.last_access, node.id)
+        return (self._evict_priority(node), node.id)
 
     def evict(self, num_tokens: int) -> np.ndarray:
-        """Free unlocked leaves (LRU or LFU first) until >= num_tokens are freed or none is left;
-        return the freed slots, whole leaves only."""
-        need = _check_count(num_tokens, "num_tokens", 0)
+        """Free unlocked leaves, smallest eviction priority first, until >= num_tokens are freed
+        or none is left; return the freed slots, whole leaves only."""
+        need = validate.count(num_tokens, "num_tokens")
         self._begin("evict")
         freed = []
         count = 0
-        while count < need and self._heap:
+        while count < need and (self._heap or self._reoffer_leaves()):
             prio, leaf = heapq.heappop(self._heap)
             if not self._is_current(prio, leaf):
                 continue

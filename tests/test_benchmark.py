@@ -59,10 +59,10 @@ def test_sweep_rows_and_table():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(policy="lifo"), "unknown policy 'lifo'"),
-        (dict(cache="lru"), "unknown cache 'lru'"),
+        (dict(policy="lifo"), "unknown scheduling policy 'lifo'"),
+        (dict(cache="lru"), "unknown prefix cache 'lru'"),
         (dict(executor="gpu"), "unknown executor 'gpu'"),
-        (dict(page_size=0), "page_size must be an int >= 1, got 0"),
+        (dict(page_size=0), "page_size must be an integer >= 1, got 0"),
         (dict(pool_tokens=2.5), "pool_tokens"),
         (dict(max_running=0), "max_running"),
         (dict(page_size=64, pool_tokens=32), "smaller than one page"),

@@ -143,13 +143,13 @@ def test_single_prompt_returns_one_generation_and_ndarray_is_accepted():
 
 
 BAD_CALLS = [
-    (dict(prompts=[]), "empty prompt"),
-    (dict(prompts=[[1, 2], []]), "empty prompt"),
-    (dict(prompts=[5, VOCAB]), f"token id {VOCAB} out of vocab"),
-    (dict(prompts=[[3, -1]]), "token id -1"),
+    (dict(prompts=[]), "prompt must not be empty"),
+    (dict(prompts=[[1, 2], []]), "prompt 1 must not be empty"),
+    (dict(prompts=[5, VOCAB]), rf"prompt\[1\] = {VOCAB} is out of vocab"),
+    (dict(prompts=[[3, -1]]), r"prompt 0\[1\] = -1 is negative"),
     (dict(prompts=["hello"]), "tokenizer"),
-    (dict(prompts=[[1.5, 2.0]]), "1-D sequence of int"),
-    (dict(prompts=[list(range(60)) * 2]), "needs 10 pages but the pool has 7"),
+    (dict(prompts=[[1.5, 2.0]]), r"prompt 0\[0\] = 1.5 is not an integer"),
+    (dict(prompts=[list(range(60)) * 2]), "needs 10 pages but the whole pool has 7"),
     (dict(prompts=[[1, 2]], max_new_tokens=0), "max_new_tokens"),
     (dict(prompts=[[1, 2]], temperature=-0.5), "temperature"),
     (dict(prompts=[[1, 2]], temperature=float("nan")), "temperature"),
@@ -308,3 +308,57 @@ def test_last_stats_split_wall_time_into_executor_and_the_rest():
     engine.generate(shared_prefix_prompts(), max_new_tokens=3)
     st = engine.last_stats
     assert 0 < st.executor_s <= st.wall_s and st.steps >= 3
+
+
+def test_user_cache_policy_eviction_and_attention_are_plugged_in():
+    from radixlab.attention.backends import reference_backend
+    from radixlab.tree import RadixTree
+
+    calls = []
+
+    class CountingTree(RadixTree):
+        def insert(self, tokens, slots, namespace=None):
+            calls.append("insert")
+            return super().insert(tokens, slots, namespace=namespace)
+
+    def lpm_by_hand(cands, rng):
+        return sorted(cands, key=lambda c: (-c.prefix_len, c.seq))
+
+    def my_attention(*args, **kwargs):
+        calls.append("attention")
+        return reference_backend(*args, **kwargs)
+
+    def oldest_first(node):
+        return node.created
+
+    for cache in (CountingTree, CountingTree(page_size=4)):
+        engine = Engine(model=MODELS["llama"], page_size=4, pool_tokens=512, cache=cache,
+                        policy=lpm_by_hand, attention=my_attention, eviction=oldest_first
+                        if isinstance(cache, type) else None)
+        outs = engine.generate(shared_prefix_prompts(), max_new_tokens=8)
+        assert [o.token_ids for o in outs] == [t for t, _ in REFS["llama"]]
+        assert engine.last_stats.cached_tokens > 0
+        assert "insert" in calls and "attention" in calls
+        assert engine.router.policy is lpm_by_hand and engine.cache_kind == "CountingTree"
+        engine.reset_cache()
+        assert isinstance(engine.manager.prefix_cache, CountingTree)
+        calls.clear()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(attention="nope"), "unknown attention backend 'nope'"),
+    (dict(policy="nope"), "unknown scheduling policy 'nope'"),
+    (dict(cache="nope"), "unknown prefix cache 'nope'"),
+    (dict(eviction="nope"), "unknown eviction policy 'nope'"),
+    (dict(cache=object()), "not a prefix cache"),
+    (dict(max_running=0), "max_running must be an integer >= 1, got 0"),
+])
+def test_bad_plug_ins_are_refused_before_the_model_loads(kwargs, match, monkeypatch):
+    import radixlab.checkpoint as ckpt
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(ckpt, "load_hf_model", boom)
+    with pytest.raises((ValueError, TypeError), match=match):
+        Engine(**kwargs)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radixlab.executor import CostModelExecutor, StepResult
+from radixlab.batch import StepResult
+from radixlab.cost_model import CostModelExecutor
 from radixlab.router import BatchPlan, SeqWork
 
 
@@ -74,8 +75,8 @@ def test_sampling_with_temperature_is_seeded_by_rid_and_position():
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"page_size": 0}, "page_size must be >= 1, got 0"),
-     ({"vocab_size": 0}, "vocab_size must be >= 1, got 0"),
+    [({"page_size": 0}, "page_size must be an integer >= 1, got 0"),
+     ({"vocab_size": 0}, "vocab_size must be an integer >= 1, got 0"),
      ({"decode_s_per_token": -1.0}, "decode_s_per_token must be >= 0, got -1.0")],
 )
 def test_bad_settings(kw, match):

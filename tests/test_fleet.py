@@ -187,7 +187,7 @@ def test_bad_cost_and_order():
 
 
 def test_router_backend_one_replica_matches_run_trace():
-    from radixlab.executor import CostModelExecutor
+    from radixlab.cost_model import CostModelExecutor
     from radixlab.memory import KVCacheManager, PageAllocator
     from radixlab.router import Router, run_trace
     from radixlab.tree import RadixTree

@@ -10,21 +10,21 @@ import torch
 from transformers import LlamaConfig
 
 from radixlab.hashcache import HashPrefixCache, NoPrefixCache
+from radixlab.kvpool import KVPool, config_kv_shape
 from radixlab.memory import (
     BlockTables,
     KVCacheManager,
-    KVPool,
     OutOfPagesError,
     PageAllocator,
-    as_token_array,
-    config_kv_shape,
     pages_to_slots,
     slots_to_pages,
 )
 from radixlab.tree import RadixTree
+from radixlab.validate import token_ids
 
 CACHES = {
     "radix": lambda ps: RadixTree(page_size=ps),
+    "radix-lfu": lambda ps: RadixTree(page_size=ps, eviction="lfu"),
     "hash": lambda ps: HashPrefixCache(page_size=ps),
     "none": lambda ps: NoPrefixCache(page_size=ps),
 }
@@ -87,12 +87,12 @@ def test_share_and_release_count_holders():
         (lambda a: a.release([3]), "double free: page 3"),
         (lambda a: a.release([0, 0]), "double free: page 0 released 2 times"),
         (lambda a: a.release([0, 9]), "unknown page 9"),
-        (lambda a: a.release([-1]), "unknown page -1"),
+        (lambda a: a.release([-1]), r"pages\[0\] = -1 is negative"),
         (lambda a: a.share([2]), "cannot share page 2: it is free"),
         (lambda a: a.share([0, 7]), "unknown page 7"),
-        (lambda a: a.alloc(-1), "n must be a non-negative integer, got -1"),
+        (lambda a: a.alloc(-1), "n must be an integer >= 0, got -1"),
         (lambda a: a.alloc(1.5), "got 1.5"),
-        (lambda a: a.release(["x"]), "page ids"),
+        (lambda a: a.release(["x"]), r"pages\[0\] = 'x' is not an integer"),
     ],
 )
 def test_bad_calls_raise_and_change_nothing(call, match):
@@ -154,7 +154,7 @@ def test_pool_dtype_and_head_dim_follow_config():
         ({"pool_tokens": 3}, "pool_tokens=3 is less than one page"),
         ({"pool_bytes": 10}, "pool_bytes=10 is less than one page"),
         ({"pool_tokens": 64, "page_size": 0}, "page_size must be an integer >= 1, got 0"),
-        ({"pool_tokens": -5}, "pool_tokens must be a non-negative integer, got -5"),
+        ({"pool_tokens": -5}, "pool_tokens must be an integer >= 0, got -5"),
     ],
 )
 def test_pool_from_config_bad_sizes(kw, match):
@@ -254,7 +254,7 @@ def test_block_tables_bad_calls_change_nothing():
     with pytest.raises(ValueError, match="length 5 does not fit 1 pages"):
         t.add(1, [0], 5)
     assert t.length(0) == 3 and a.num_free == 0 and a.refcount(0) == 1
-    with pytest.raises(ValueError, match="page_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="page_size must be an integer >= 1, got 0"):
         BlockTables(a, 0)
 
 
@@ -473,9 +473,9 @@ def test_manager_bad_calls(cache):
         h.mgr.free(5)
     with pytest.raises(ValueError, match="already has a page table"):
         h.mgr.fork(0, 0)
-    with pytest.raises(ValueError, match="n must be a non-negative integer, got -1"):
+    with pytest.raises(ValueError, match="n must be an integer >= 0, got -1"):
         h.mgr.reserve(0, -1)
-    with pytest.raises(ValueError, match="token ids must be >= 0, got -4"):
+    with pytest.raises(ValueError, match=r"tokens\[1\] = -4 is negative"):
         h.mgr.match([1, -4])
     with pytest.raises(ValueError, match="page_size"):
         KVCacheManager(PageAllocator(4), 2, CACHES[cache](4))
@@ -495,13 +495,14 @@ def test_admit_rejects_pages_the_cache_does_not_hold():
 
 @pytest.mark.parametrize(
     "tokens, match",
-    [([1, "a"], "integers"), ([[1, 2]], "1-D"), ([1, -2], ">= 0")],
+    [([1, "a"], r"tokens\[1\] = 'a' is not an integer"), ([[1, 2]], "1-D"),
+     ([1, -2], r"tokens\[1\] = -2 is negative")],
 )
 def test_token_validation(tokens, match):
     with pytest.raises(ValueError, match=match):
-        as_token_array(tokens)
-    with pytest.raises(ValueError, match="token id 9 >= vocab_size 8"):
-        as_token_array([1, 9], vocab_size=8)
+        token_ids(tokens)
+    with pytest.raises(ValueError, match=r"tokens\[1\] = 9 is out of vocab \(size 8\)"):
+        token_ids([1, 9], vocab_size=8)
 
 
 @pytest.mark.parametrize("cache", ["radix", "hash"])

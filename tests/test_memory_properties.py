@@ -147,9 +147,7 @@ def decode(h: Harness, rid: int, n: int) -> None:
 
 
 def run(cache: str, ps: int, num_pages: int, ops) -> Harness:
-    h = Harness(cache.removesuffix("-lfu"), ps, num_pages)
-    if cache.endswith("-lfu"):
-        h.mgr.prefix_cache.eviction = "lfu"
+    h = Harness(cache, ps, num_pages)
     live: list[int] = []
     next_rid = 0
     for op in ops:

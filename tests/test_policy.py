@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixlab.policy import POLICIES, Candidate, dfs_weight, fcfs, get_policy, lpm, random_order
+from radixlab.policy import Candidate, dfs_weight, fcfs, lpm, random_order
+from radixlab.registry import resolve_policy, scheduling_policies
 
 
 def cands_from(specs):
@@ -53,7 +54,8 @@ def test_fcfs_and_lpm_orders(cands):
 
 @given(candidates, st.integers(0, 10))
 def test_every_policy_returns_a_permutation(cands, seed):
-    for name, policy in POLICIES.items():
+    for name in scheduling_policies.names():
+        policy = scheduling_policies.get(name)
         out = policy(cands, np.random.default_rng(seed))
         assert sorted(c.rid for c in out) == sorted(c.rid for c in cands), name
 
@@ -79,7 +81,8 @@ def test_random_is_seeded():
     assert a == b and a != sorted(a)
 
 
-def test_get_policy_by_name_and_unknown_names():
-    assert get_policy("dfs-weight") is dfs_weight
-    with pytest.raises(ValueError, match=r"unknown scheduling policy 'LPM'.*'lpm'"):
-        get_policy("LPM")
+def test_policies_by_name_and_unknown_names():
+    assert resolve_policy("dfs-weight") == (dfs_weight, True)
+    assert resolve_policy("fcfs") == (fcfs, False)
+    with pytest.raises(ValueError, match=r"unknown scheduling policy 'LPM'.*lpm"):
+        resolve_policy("LPM")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radixlab.executor import CostModelExecutor
+from radixlab.cost_model import CostModelExecutor
 from radixlab.memory import KVCacheManager, PageAllocator
 from radixlab.router import BatchPlan, RequestRejected, Router, run_trace
 from radixlab.tree import RadixTree
@@ -20,11 +20,11 @@ def build(num_pages=64, page_size=1, vocab=50, **kw):
 @pytest.mark.parametrize(
     "prompt, n, match",
     [
-        ([], 4, "non-empty"),
-        ([1, -2], 4, "negative token id -2"),
-        ([1, 50], 4, "token id 50 out of vocab"),
-        ([1.5, 2.0], 4, "integers"),
-        ([1, 2], 0, "max_new_tokens must be an int >= 1, got 0"),
+        ([], 4, "prompt must not be empty"),
+        ([1, -2], 4, r"prompt\[1\] = -2 is negative"),
+        ([1, 50], 4, r"prompt\[1\] = 50 is out of vocab \(size 50\)"),
+        ([1.5, 2.0], 4, r"prompt\[0\] = 1.5 is not an integer"),
+        ([1, 2], 0, "max_new_tokens must be an integer >= 1, got 0"),
         ([1, 2], 2.5, "max_new_tokens"),
         (list(range(40)), 30, "needs 70 pages but the whole pool has 64"),
     ],
@@ -50,9 +50,9 @@ def test_constructor_rejects_bad_settings():
     mgr = KVCacheManager(PageAllocator(8), 1, RadixTree(1))
     with pytest.raises(ValueError, match="unknown scheduling policy 'sjf'"):
         Router(mgr, policy="sjf")
-    with pytest.raises(ValueError, match="max_prefill_tokens must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="max_prefill_tokens must be an integer >= 1, got 0"):
         Router(mgr, max_prefill_tokens=0)
-    with pytest.raises(ValueError, match="max_running must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="max_running must be an integer >= 1, got 0"):
         Router(mgr, max_running=0)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixlab.executor import CostModelExecutor
+from radixlab.cost_model import CostModelExecutor
 from radixlab.hashcache import HashPrefixCache, NoPrefixCache
 from radixlab.memory import KVCacheManager, PageAllocator
 from radixlab.router import RequestRejected, Router

@@ -7,7 +7,8 @@ import copy
 import numpy as np
 import pytest
 
-from radixlab.tree import MatchResult, RadixTree, TreeNode, as_ids, slot_range
+from radixlab.tree import MatchResult, RadixTree, TreeNode, slot_range
+from radixlab.validate import token_ids as as_ids
 
 
 def build(page_size: int = 1, eviction: str = "lru") -> RadixTree:
@@ -140,15 +141,77 @@ def test_evict_lru_order_and_parent_becomes_candidate():
 
 def test_evict_lfu_prefers_rarely_hit_then_lru():
     t = RadixTree(eviction="lfu")
-    t.insert([1], [1])
-    t.insert([2], [2])
-    t.insert([3], [3])
+    for k in ([1], [2], [3]):
+        t.insert(k, k)
     for _ in range(3):
-        t.match_prefix([1])
-    t.match_prefix([3])
+        t.insert([1], [1])
+    t.insert([3], [3])
     assert t.evict(1).tolist() == [2]
     assert t.evict(1).tolist() == [3]
     assert t.evict(1).tolist() == [1]
+
+
+def test_lfu_counts_hits_on_insert_only_as_sglang_does():
+    # Counting every match (the old rule) would evict [2] here: [1] was matched three times.
+    t = RadixTree(eviction="lfu")
+    t.insert([1], [10])
+    t.insert([2], [20])
+    for _ in range(3):
+        t.match_prefix([1])
+    t.insert([2], [21])
+    hits = {tuple(n["tokens"]): n["hit_count"] for n in t.export()["nodes"][1:]}
+    assert hits == {(1,): 1, (2,): 2}
+    assert t.evict(1).tolist() == [10]
+
+
+def test_split_counts_the_hit_on_the_upper_node_only():
+    t = RadixTree()
+    t.insert([1, 2, 3, 4], [0, 1, 2, 3])
+    t.match_prefix([1, 2, 3, 9])           # a match splits but counts nothing
+    t.insert([1, 2, 7], [4, 5, 6])         # splits [1, 2, 3] into [1, 2] + [3]
+    hits = {tuple(n["tokens"]): n["hit_count"] for n in t.export()["nodes"][1:]}
+    assert hits == {(1, 2): 2, (3,): 1, (4,): 1, (7,): 1}
+    t.check_invariants()
+
+
+@pytest.mark.parametrize("policy, order", [
+    ("lru", [[1], [2], [3]]),
+    ("mru", [[3], [2], [1]]),
+    ("fifo", [[2], [1], [3]]),
+    ("slru", [[2], [3], [1]]),
+])
+def test_eviction_policies_pick_their_victims(policy, order):
+    t = RadixTree(eviction=policy)
+    t.insert([2], [2])                     # oldest
+    t.insert([1], [1])
+    t.insert([3], [3])
+    t.match_prefix([1])                    # access order now 2 < 3 < 1 ... then:
+    t.match_prefix([2])
+    t.match_prefix([3])                    # ... 1 < 2 < 3
+    t.insert([1], [1])                     # [1] has 2 hits: protected under SLRU
+    t.match_prefix([2])
+    t.match_prefix([3])                    # last access: 1 < 2 < 3 again
+    got = [t.evict(1).tolist() for _ in range(3)]
+    assert got == order
+    t.check_invariants()
+
+
+def test_a_user_priority_function_and_a_registered_one():
+    from radixlab.registry import eviction_policies
+
+    def longest_first(node):
+        return -len(node.key)
+
+    t = RadixTree(eviction=longest_first)
+    t.insert([1], [0])
+    t.insert([2, 3, 4], [1, 2, 3])
+    assert t.eviction == "longest_first"
+    assert t.evict(1).tolist() == [1, 2, 3]
+    eviction_policies.register("longest-first", longest_first)
+    try:
+        assert RadixTree(eviction="longest-first").eviction == "longest-first"
+    finally:
+        eviction_policies.unregister("longest-first")
 
 
 def test_evict_zero_and_empty_tree():
@@ -260,8 +323,10 @@ def test_bad_page_size(page_size):
 
 
 def test_unknown_eviction_policy():
-    with pytest.raises(ValueError, match="'fifo'"):
-        RadixTree(eviction="fifo")
+    with pytest.raises(ValueError, match="unknown eviction policy 'nope'; choose one of lru"):
+        RadixTree(eviction="nope")
+    with pytest.raises(TypeError, match="must be a name or a callable"):
+        RadixTree(eviction=3)
 
 
 def test_root_lock_is_noop():

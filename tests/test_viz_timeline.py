@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from radixlab.executor import CostModelExecutor  # noqa: E402
+from radixlab.cost_model import CostModelExecutor  # noqa: E402
 from radixlab.memory import KVCacheManager, PageAllocator  # noqa: E402
 from radixlab.router import Router  # noqa: E402
 from radixlab.tree import RadixTree  # noqa: E402

@@ -6,22 +6,26 @@ Shapes (T = new tokens in the batch, B = requests):
   page_table  [B, max_pages] int, request b's pages in position order (padding is never read)
   seq_lens    [B] keys per request, new tokens included (their KV is written before attending)
   q_lens      [B] new tokens per request (extend only); they are the last q_lens[b] positions
-`backend` is "auto" (Triton when q is on CUDA), "torch", or "triton" (forced, e.g. on the CPU
-under TRITON_INTERPRET=1). The torch path is `reference.extend_fast`: the readable per-request
-`extend_reference`, with the decodes of a batch vectorised (`decode_batched`).
+`backend` is "auto" (Triton when q is on CUDA, else torch), a name registered in
+`radixlab.registry.attention_backends` ("torch", "reference", "triton"; "triton" runs on the CPU
+under TRITON_INTERPRET=1), or a backend function itself (`backends.AttentionBackend`). The torch
+path is `reference.extend_fast`: the readable per-request `extend_reference`, with requests
+bucketed by query length and each bucket handed to one fused SDPA call.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from radixlab.attention.reference import (
     BatchIndex,
-    decode_batched,
-    extend_fast,
     plan_extend,
     slots_from_page_table,
 )
+from radixlab.registry import attention_backends
 
 __all__ = [
     "plan_extend",
@@ -32,16 +36,15 @@ __all__ = [
     "slots_from_page_table",
 ]
 
-BACKENDS = ("auto", "torch", "triton")
-
-
-def resolve_backend(backend: str, q: torch.Tensor) -> str:
-    """The backend that will run: "torch" or "triton"."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def resolve_backend(backend: Any, device: torch.device | str = "cpu") -> Callable[..., Any]:
+    """The backend function that will run: "auto" is Triton on CUDA and torch elsewhere; any
+    other name is looked up in the registry; a callable is used as is."""
     if backend == "auto":
-        return "triton" if q.is_cuda else "torch"
-    return backend
+        backend = "triton" if torch.device(device).type == "cuda" else "torch"
+    fn = attention_backends.resolve(backend)
+    if not callable(fn):
+        raise TypeError(f"an attention backend must be a name or a function, got {backend!r}")
+    return fn
 
 
 def _check(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, page_table, seq_lens):
@@ -70,7 +73,7 @@ def paged_attention_extend(
     seq_lens: torch.Tensor,
     q_lens: torch.Tensor,
     scale: float | None = None,
-    backend: str = "auto",
+    backend: Any = "auto",
     plan: list[BatchIndex] | None = None,
 ) -> torch.Tensor:
     """New tokens attend to their request's cached prefix and causally to each other.
@@ -81,11 +84,8 @@ def paged_attention_extend(
     if q_lens.shape != seq_lens.shape or int(q_lens.sum()) != q.shape[0]:
         raise ValueError(f"q_lens must be [B] and sum to {q.shape[0]} rows of q, got {q_lens}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if resolve_backend(backend, q) == "triton":
-        from radixlab.attention.triton_kernels import extend_triton
-
-        return extend_triton(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale)
-    return extend_fast(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale, plan)
+    fn = resolve_backend(backend, q.device)
+    return fn(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale, plan)
 
 
 def paged_attention_decode(
@@ -95,7 +95,7 @@ def paged_attention_decode(
     page_table: torch.Tensor,
     seq_lens: torch.Tensor,
     scale: float | None = None,
-    backend: str = "auto",
+    backend: Any = "auto",
 ) -> torch.Tensor:
     """One query per request (its newest token) over all of that request's keys."""
     _check(q, k_pages, v_pages, page_table, seq_lens)
@@ -104,11 +104,11 @@ def paged_attention_decode(
             f"decode needs one query per request: {q.shape[0]} rows, {page_table.shape[0]} requests"
         )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if resolve_backend(backend, q) == "triton":
-        from radixlab.attention.triton_kernels import decode_triton
-
-        return decode_triton(q, k_pages, v_pages, page_table, seq_lens, scale)
-    return decode_batched(q, k_pages, v_pages, page_table, seq_lens, scale)
+    fn = resolve_backend(backend, q.device)
+    decode = getattr(fn, "decode", None)
+    if decode is not None:
+        return decode(q, k_pages, v_pages, page_table, seq_lens, scale)
+    return fn(q, k_pages, v_pages, page_table, seq_lens, torch.ones_like(seq_lens), scale)
 
 
 def page_table_from_slots(slot_lists: list, page_size: int, device=None) -> torch.Tensor:
