@@ -122,6 +122,25 @@ def _finish_workload_args(args: argparse.Namespace) -> None:
         args.workload = ["few-shot"]
 
 
+def _check_writable(path: Path, directory: bool = False) -> None:
+    """Fail before any work is done when the results could not be saved there."""
+    try:
+        if directory:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".radixlab-write-test"
+            probe.touch()
+            probe.unlink()
+        else:
+            existed = path.exists()
+            with path.open("a"):
+                pass
+            if not existed:
+                path.unlink()
+    except OSError as exc:
+        what = "directory" if directory else "file"
+        raise ValueError(f"cannot write the results {what} {path}: {exc.strerror or exc}") from None
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, float):
         return x if math.isfinite(x) else None
@@ -134,6 +153,8 @@ def _jsonable(x: Any) -> Any:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     _finish_workload_args(args)
+    if args.json is not None:
+        _check_writable(args.json)
     for ps in args.page_size:
         if args.pool_tokens < ps:
             raise ValueError(f"--pool-tokens {args.pool_tokens} is smaller than one page "
@@ -202,6 +223,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_workloads(args: argparse.Namespace) -> int:
     _finish_workload_args(args)
+    if args.save is not None:
+        _check_writable(args.save, directory=True)
     if not args.workload_given and not args.trace:
         args.workload = list(WORKLOADS)
     traces = _traces(args)
@@ -214,7 +237,6 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     if args.save is not None:
         from radixlab.workloads import save_trace
 
-        args.save.mkdir(parents=True, exist_ok=True)
         for t in traces:
             path = save_trace(t, args.save / f"{t.name}.jsonl")
             print(f"saved {path}")

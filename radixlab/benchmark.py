@@ -183,6 +183,7 @@ TABLE_COLUMNS = (
     ("throughput_tok_s", "tok/s", "{:.0f}"),
     ("memory_saved_pct", "mem saved", "{:.0f}%"),
     ("preemptions", "preempt", "{}"),
+    ("rejected", "rejected", "{}"),
 )
 
 

@@ -626,83 +626,102 @@ def save_trace(trace: Trace, path: str | Path, *, include: str = "both") -> Path
 _FIELDS = {"rid", "arrival", "parent", "max_new_tokens", "prompt_ids", "text"}
 
 
+def _read_rows(path: Path):
+    """(line number, JSON object) of each non-blank line; errors name the file and line."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TraceFormatError(
+                    f"{path}:{lineno}: not valid UTF-8 (byte {e.start} of the line)") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TraceFormatError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise TraceFormatError(f"{path}:{lineno}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise TraceFormatError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+def _header(row: dict, name: str) -> tuple[str, dict]:
+    """The trace name and params of a header line."""
+    if row["format"] != TRACE_FORMAT:
+        raise ValueError(f"unknown format {row['format']!r}, expected {TRACE_FORMAT!r}")
+    if row.get("version") != TRACE_VERSION:
+        raise ValueError(f"unsupported version {row.get('version')!r}")
+    params = row.get("params") or {}
+    if not isinstance(params, dict):
+        raise ValueError("header params must be an object")
+    return str(row.get("name", name)), params
+
+
+def _request(row: dict, encode: Tokenize, vocab_size: int | None) -> TraceRequest:
+    """One request line as a `TraceRequest` (text tokenised when there are no ids)."""
+    unknown = set(row) - _FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}")
+    if "rid" not in row:
+        raise ValueError("missing field 'rid'")
+    if "prompt_ids" not in row and "text" not in row:
+        raise ValueError("needs 'prompt_ids' or 'text'")
+    text, ids = row.get("text"), row.get("prompt_ids")
+    if ids is None:
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string, got {text!r}")
+        ids = encode(text)
+    ids = _check_token_ids(ids, f"request {row['rid']!r}", vocab_size)
+    return TraceRequest(rid=row["rid"], prompt_ids=tuple(ids), arrival=row.get("arrival", 0.0),
+                        parent=row.get("parent"), max_new_tokens=row.get("max_new_tokens", 16),
+                        text=text)
+
+
 def load_trace(
     path: str | Path, *, tokenize: Tokenize | None = None, vocab_size: int | None = None
 ) -> Trace:
-    """Read a JSON Lines trace; lines with only text are tokenised (shipped tokenizer default)."""
+    """Read a JSON Lines trace; lines with only text are tokenised (shipped tokenizer default).
+    A bad file raises `TraceFormatError` whose message starts with `path:line:`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trace file {str(path)!r} does not exist")
     name, params = path.stem, {}
     requests: list[TraceRequest] = []
-    seen: dict[int, float] = {}
-    encode = tokenize
+    seen: set[int] = set()
+    tokenizer: list[Tokenize] = [tokenize] if tokenize is not None else []
+
+    def encode(text: str) -> list[int]:
+        if not tokenizer:
+            tokenizer.append(shipped_tokenize())
+        return tokenizer[0](text)
+
     header_seen = False
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-
-            def fail(msg: str, lineno: int = lineno) -> TraceFormatError:
-                return TraceFormatError(f"{path}:{lineno}: {msg}")
-
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise fail(f"not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise fail(f"expected a JSON object, got {type(row).__name__}")
+    for lineno, row in _read_rows(path):
+        try:
             if "format" in row:
                 if requests or header_seen:
-                    raise fail("header line must come first, and only once")
+                    raise ValueError("header line must come first, and only once")
+                name, params = _header(row, name)
                 header_seen = True
-                if row["format"] != TRACE_FORMAT:
-                    raise fail(f"unknown format {row['format']!r}, expected {TRACE_FORMAT!r}")
-                if row.get("version") != TRACE_VERSION:
-                    raise fail(f"unsupported version {row.get('version')!r}")
-                name = str(row.get("name", name))
-                params = row.get("params") or {}
-                if not isinstance(params, dict):
-                    raise fail("header params must be an object")
                 continue
-            unknown = set(row) - _FIELDS
-            if unknown:
-                raise fail(f"unknown field(s) {sorted(unknown)}")
-            if "rid" not in row:
-                raise fail("missing field 'rid'")
-            if "prompt_ids" not in row and "text" not in row:
-                raise fail("needs 'prompt_ids' or 'text'")
-            text = row.get("text")
-            ids = row.get("prompt_ids")
-            try:
-                if ids is None:
-                    if not isinstance(text, str):
-                        raise ValueError(f"text must be a string, got {text!r}")
-                    if encode is None:
-                        encode = shipped_tokenize()
-                    ids = encode(text)
-                ids = _check_token_ids(ids, f"request {row['rid']!r}", vocab_size)
-                req = TraceRequest(
-                    rid=row["rid"],
-                    prompt_ids=tuple(ids),
-                    arrival=row.get("arrival", 0.0),
-                    parent=row.get("parent"),
-                    max_new_tokens=row.get("max_new_tokens", 16),
-                    text=text,
-                )
-            except ValueError as e:
-                raise fail(str(e)) from None
+            req = _request(row, encode, vocab_size)
             if req.rid in seen:
-                raise fail(f"duplicate rid {req.rid}")
+                raise ValueError(f"duplicate rid {req.rid}")
             if req.parent is not None and req.parent not in seen:
-                raise fail(f"parent {req.parent} of request {req.rid} is not on an earlier line")
+                raise ValueError(
+                    f"parent {req.parent} of request {req.rid} is not on an earlier line")
             if requests and req.arrival < requests[-1].arrival:
-                raise fail(
+                raise ValueError(
                     f"request {req.rid} arrives at {req.arrival}, before the line above "
-                    f"({requests[-1].arrival}); list requests by arrival"
-                )
-            seen[req.rid] = req.arrival
-            requests.append(req)
+                    f"({requests[-1].arrival}); list requests by arrival")
+        except ValueError as e:
+            raise TraceFormatError(f"{path}:{lineno}: {e}") from None
+        seen.add(req.rid)
+        requests.append(req)
     if not requests:
         raise TraceFormatError(f"{path}: no requests in the file")
     return Trace(name, requests, params)

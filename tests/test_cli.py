@@ -50,6 +50,34 @@ def test_bench_table_and_json(capsys, tmp_path):
     assert ttft < by[("few-shot", "lpm", "none", 1)]["mean_ttft_s"]
 
 
+@pytest.mark.parametrize("cmd, flag", [("bench", "--json"), ("workloads", "--save")])
+def test_unwritable_results_fail_before_any_work(capsys, tmp_path, monkeypatch, cmd, flag):
+    import radixlab.__main__ as cli
+
+    def no_work(*a, **k):
+        raise AssertionError("the benchmark ran although its results could not be saved")
+
+    monkeypatch.setattr(cli, "sweep", no_work)
+    monkeypatch.setattr(cli, "_traces", no_work)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = blocker / "out.json" if flag == "--json" else blocker / "dir"
+    rc, _, err = run(capsys, cmd, *BYTES, flag, str(target))
+    assert rc == 2
+    assert f"cannot write the results {'file' if flag == '--json' else 'directory'}" in err
+    assert str(target) in err
+    assert not target.exists()
+
+
+def test_bench_table_counts_rejected_requests(capsys):
+    rc, out, _ = run(capsys, "bench", *BYTES, "--workload", "long-document", "--requests", "4",
+                     "--pool-tokens", "256")
+    assert rc == 0
+    header, *rows = out.strip().splitlines()
+    assert header.split()[-1] == "rejected"
+    assert sum(int(r.split()[-1]) for r in rows) > 0
+
+
 def test_bench_on_a_trace_file(capsys, tmp_path):
     run(capsys, "workloads", *BYTES, "--workload", "chat", "--requests", "8",
         "--save", str(tmp_path))

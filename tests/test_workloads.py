@@ -326,6 +326,19 @@ def test_bad_trace_files_name_file_and_line(tmp_path, lines, lineno, match):
     assert str(info.value).startswith(f"{path}:{lineno}: ")
 
 
+@pytest.mark.parametrize("raw, lineno, match", [
+    (GOOD.encode() + b"\n" + b'{"rid": 1, "text": "caf\xe9"}\n', 2, r"not valid UTF-8 \(byte 22"),
+    (GOOD.encode() + b"\n" + b"[" * 200_000 + b"\n", 2, "nested too deeply"),
+    (b"\n\n" + b'{"rid": 0, "prompt_ids": [1, {"a": [[[1]]]}]}\n', 3, "not an integer"),
+])
+def test_undecodable_and_pathological_lines_name_file_and_line(tmp_path, raw, lineno, match):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(raw)
+    with pytest.raises(TraceFormatError, match=match) as info:
+        load_trace(path, tokenize=B, vocab_size=512)
+    assert str(info.value).startswith(f"{path}:{lineno}: ")
+
+
 def test_empty_and_missing_files(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
