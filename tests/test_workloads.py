@@ -327,7 +327,7 @@ def test_bad_trace_files_name_file_and_line(tmp_path, lines, lineno, match):
 
 
 @pytest.mark.parametrize("raw, lineno, match", [
-    (GOOD.encode() + b"\n" + b'{"rid": 1, "text": "caf\xe9"}\n', 2, r"not valid UTF-8 \(byte 22"),
+    (GOOD.encode() + b"\n" + b'{"rid": 1, "text": "caf\xe9"}\n', 2, r"not valid UTF-8 \(byte 23"),
     (GOOD.encode() + b"\n" + b"[" * 200_000 + b"\n", 2, "nested too deeply"),
     (b"\n\n" + b'{"rid": 0, "prompt_ids": [1, {"a": [[[1]]]}]}\n', 3, "not an integer"),
 ])
