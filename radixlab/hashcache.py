@@ -30,6 +30,16 @@ def block_hash(parent: bytes, tokens: np.ndarray, namespace: Hashable = None) ->
     return h.digest()
 
 
+def _tokens_and_slots(tokens: Any, slots: Any, namespace: Hashable) -> tuple:
+    """The checked arguments of an insert: token ids and as many slots, a hashable namespace."""
+    tokens = validate.token_ids(tokens)
+    slots = validate.token_ids(slots, "slots")
+    if slots.shape != tokens.shape:
+        raise validate.InvalidInput(f"{len(tokens)} tokens but {len(slots)} slots")
+    validate.namespace(namespace)
+    return tokens, slots
+
+
 @dataclass(eq=False)
 class Block:
     """One cached full block: its chained hash, the page holding its KV, its parent, lock count."""
@@ -65,11 +75,7 @@ class HashPrefixCache:
     """Hash-chained full-block prefix cache with an LRU queue of unlocked blocks."""
 
     def __init__(self, page_size: int = 16) -> None:
-        if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
-            raise ValueError(f"page_size must be an integer, got {page_size!r}")
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
-        self.page_size = int(page_size)
+        self.page_size = validate.positive_int(page_size, "page_size")
         self._blocks: dict[bytes, Block] = {}
         self._lru: OrderedDict[bytes, Block] = OrderedDict()
         self._pages: set[int] = set()
@@ -97,6 +103,7 @@ class HashPrefixCache:
     def match_prefix(self, tokens: Iterable[int], namespace: Hashable = None) -> HashMatch:
         """Longest run of cached full blocks from the start; returns their slots and a handle."""
         tokens = validate.token_ids(tokens)
+        validate.namespace(namespace)
         chain = []
         for h in self._hashes(tokens, namespace):
             b = self._blocks.get(h)
@@ -118,10 +125,7 @@ class HashPrefixCache:
         self, tokens: Iterable[int], slots: Iterable[int], namespace: Hashable = None
     ) -> int:
         """Cache the full blocks of tokens (slots name pages); returns tokens cached before."""
-        tokens = validate.token_ids(tokens)
-        slots = np.asarray(slots if isinstance(slots, np.ndarray) else list(slots), dtype=np.int64)
-        if slots.shape != tokens.shape:
-            raise ValueError(f"{len(tokens)} tokens but {len(slots)} slots")
+        tokens, slots = _tokens_and_slots(tokens, slots, namespace)
         ps = self.page_size
         n_full = len(tokens) // ps
         runs = slots[: n_full * ps].reshape(n_full, ps)
@@ -155,19 +159,31 @@ class HashPrefixCache:
         self._touch(chain)
         return cached
 
-    def inc_lock_ref(self, node: BlockChain | None) -> None:
+    def _chain(self, node: Any) -> tuple[Block, ...]:
+        """The blocks of a match handle, checked to be live blocks of this cache."""
+        if not isinstance(node, BlockChain):
+            raise validate.InvalidInput(
+                f"expected the node of a HashPrefixCache match (a BlockChain), got {node!r}")
+        for b in node.blocks:
+            if self._blocks.get(b.hash) is not b:
+                raise validate.InvalidInput(
+                    f"the block on page {b.page} of this match is not in the cache (evicted, or "
+                    "the match comes from another cache)")
+        return node.blocks
+
+    def inc_lock_ref(self, node: BlockChain) -> None:
         """Lock every block of a matched chain: it leaves the LRU queue."""
-        for b in node.blocks if node is not None else ():
+        for b in self._chain(node):
             if b.lock_ref == 0:
                 self._lru.pop(b.hash, None)
             b.lock_ref += 1
 
-    def dec_lock_ref(self, node: BlockChain | None) -> None:
+    def dec_lock_ref(self, node: BlockChain) -> None:
         """Unlock a chain; blocks reaching 0 join the LRU tail, deepest first."""
-        blocks = node.blocks if node is not None else ()
+        blocks = self._chain(node)
         for b in blocks:
             if b.lock_ref <= 0:
-                raise ValueError(f"block on page {b.page} is not locked")
+                raise validate.InvalidInput(f"block on page {b.page} is not locked")
         for b in reversed(blocks):
             b.lock_ref -= 1
             if b.lock_ref == 0:
@@ -175,10 +191,7 @@ class HashPrefixCache:
 
     def evict(self, num_tokens: int) -> np.ndarray:
         """Drop least recently used unlocked blocks until num_tokens are freed; returns slots."""
-        if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, np.integer)):
-            raise ValueError(f"num_tokens must be an integer, got {num_tokens!r}")
-        if num_tokens < 0:
-            raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+        num_tokens = validate.count(num_tokens, "num_tokens")
         freed: list[Block] = []
         while len(freed) * self.page_size < num_tokens and self._lru:
             _, b = self._lru.popitem(last=False)
@@ -252,23 +265,17 @@ class NoPrefixCache:
     """The cache turned off: nothing is ever matched or stored."""
 
     def __init__(self, page_size: int = 1) -> None:
-        if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
-            raise ValueError(f"page_size must be an integer, got {page_size!r}")
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
-        self.page_size = int(page_size)
+        self.page_size = validate.positive_int(page_size, "page_size")
 
     def match_prefix(self, tokens: Iterable[int], namespace: Hashable = None) -> HashMatch:
         validate.token_ids(tokens)
+        validate.namespace(namespace)
         return HashMatch(np.zeros(0, dtype=np.int64), None)
 
     def insert(
         self, tokens: Iterable[int], slots: Iterable[int], namespace: Hashable = None
     ) -> int:
-        tokens = validate.token_ids(tokens)
-        slots = np.asarray(slots if isinstance(slots, np.ndarray) else list(slots))
-        if len(slots) != len(tokens):
-            raise ValueError(f"{len(tokens)} tokens but {len(slots)} slots")
+        _tokens_and_slots(tokens, slots, namespace)
         return 0
 
     def inc_lock_ref(self, node: Any) -> None:
@@ -278,6 +285,7 @@ class NoPrefixCache:
         return None
 
     def evict(self, num_tokens: int) -> np.ndarray:
+        validate.count(num_tokens, "num_tokens")
         return np.zeros(0, dtype=np.int64)
 
     def evictable_size(self) -> int:

@@ -105,23 +105,28 @@ class KVPool:
         return self.v[layer].view(self.num_slots, self.num_kv_heads, self.head_dim)
 
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k, v [n, kv_heads, head_dim] at the given slots of one layer."""
-        if not 0 <= layer < self.num_layers:
-            raise ValueError(f"layer {layer} out of range 0..{self.num_layers - 1}")
-        slots = torch.as_tensor(slots, dtype=torch.long, device=self.device).reshape(-1)
+        """Store k, v [n, kv_heads, head_dim] at the given slots (integer ids) of one layer."""
+        layer = validate.count(layer, "layer", maximum=self.num_layers - 1)
+        if not isinstance(slots, torch.Tensor):
+            slots = torch.from_numpy(validate.slots(slots, num_slots=self.num_slots))
+        elif slots.dtype.is_floating_point or slots.dtype == torch.bool or slots.dim() != 1:
+            raise validate.InvalidInput(
+                f"slots must be a 1-D integer tensor, got dtype {slots.dtype}, shape "
+                f"{tuple(slots.shape)}")
+        slots = slots.to(device=self.device, dtype=torch.long)
         want = (slots.numel(), self.num_kv_heads, self.head_dim)
         if tuple(k.shape) != want or tuple(v.shape) != want:
             raise ValueError(f"k/v must have shape {want}, got {tuple(k.shape)} / {tuple(v.shape)}")
         if slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= self.num_slots):
             bad = slots[(slots < 0) | (slots >= self.num_slots)][0]
-            raise ValueError(f"slot {int(bad)} out of range 0..{self.num_slots - 1}")
+            raise ValueError(f"slots: slot {int(bad)} out of range 0..{self.num_slots - 1}")
         self.k_slots(layer)[slots] = k.to(self.dtype)
         self.v_slots(layer)[slots] = v.to(self.dtype)
 
     def copy_pages(self, src_pages: Sequence[int], dst_pages: Sequence[int]) -> None:
         """Copy whole pages src -> dst in every layer, K and V (the copy in copy-on-write)."""
-        src = as_pages(src_pages, self.num_pages)
-        dst = as_pages(dst_pages, self.num_pages)
+        src = as_pages(src_pages, self.num_pages, "src_pages")
+        dst = as_pages(dst_pages, self.num_pages, "dst_pages")
         if src.shape != dst.shape:
             raise ValueError(f"src and dst differ in length: {src.size} vs {dst.size}")
         if len(set(dst.tolist())) != dst.size:

@@ -148,9 +148,13 @@ class BlockTables:
         return list(self._pages)
 
     def _get(self, rid: Hashable) -> list[int]:
-        if rid not in self._pages:
-            raise KeyError(f"unknown request {rid!r}")
+        if validate.namespace(rid, "rid") not in self._pages:
+            raise validate.InvalidInput(f"unknown request {rid!r}")
         return self._pages[rid]
+
+    def check(self, rid: Hashable) -> None:
+        """An error naming rid unless it has a page table."""
+        self._get(rid)
 
     def pages(self, rid: Hashable) -> np.ndarray:
         """rid's page table: the page holding positions [i*page_size, (i+1)*page_size)."""
@@ -176,9 +180,9 @@ class BlockTables:
 
     def add(self, rid: Hashable, pages: Sequence[int] = (), length: int = 0) -> None:
         """Start rid's table with already-held pages (rid takes its own hold on each)."""
-        if rid in self._pages:
+        if validate.namespace(rid, "rid") in self._pages:
             raise ValueError(f"request {rid!r} already has a page table")
-        pages = as_pages(list(pages), self.allocator.num_pages)
+        pages = as_pages(pages, self.allocator.num_pages)
         length = validate.count(length, "length")
         if validate.pages_for(length, self.page_size) != len(pages):
             raise ValueError(f"length {length} does not fit {len(pages)} pages")
@@ -235,7 +239,7 @@ class BlockTables:
     def fork(self, rid: Hashable, new_rid: Hashable) -> None:
         """new_rid shares every page of rid; the first write into a shared partial page copies."""
         pages = self._get(rid)
-        if new_rid in self._pages:
+        if validate.namespace(new_rid, "new_rid") in self._pages:
             raise ValueError(f"request {new_rid!r} already has a page table")
         self.allocator.share(pages)
         self._pages[new_rid] = list(pages)
@@ -244,6 +248,8 @@ class BlockTables:
     def replace(self, rid: Hashable, index: int, page: int) -> None:
         """Point entry `index` of rid's table at another held page (a deduplicated copy)."""
         pages = self._get(rid)
+        index = validate.count(index, "index", maximum=len(pages) - 1)
+        page = validate.count(page, "page", maximum=self.allocator.num_pages - 1)
         old = pages[index]
         if old == page:
             return
@@ -300,14 +306,19 @@ class KVCacheManager:
 
     def admit(self, rid: Hashable, m: Any) -> None:
         """Start rid with the matched pages (shared, not copied) and lock the match."""
-        if rid in self.tables:
+        if validate.namespace(rid, "rid") in self.tables:
             raise ValueError(f"request {rid!r} is already admitted")
-        slots = np.asarray(m.slots, dtype=np.int64)
+        slots = validate.token_ids(getattr(m, "slots", None), "match slots")
         pages = slots_to_pages(slots, self.page_size)
         missing = [p for p in pages.tolist() if p not in self._cache_pages]
         if missing:
-            raise ValueError(f"match refers to page {missing[0]}, which the cache does not hold")
-        self.prefix_cache.inc_lock_ref(m.node)
+            raise validate.InvalidInput(
+                f"match refers to page {missing[0]}, which the cache does not hold")
+        try:
+            self.prefix_cache.inc_lock_ref(m.node)
+        except ValueError as exc:
+            raise validate.InvalidInput(
+                f"this match does not belong to the manager's cache: {exc}") from None
         try:
             self.tables.add(rid, pages, len(slots))
         except Exception:
@@ -335,8 +346,7 @@ class KVCacheManager:
     def unreserve(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
                   ) -> bool:
         """Undo reservations of rid back to `length` tokens (see `BlockTables.truncate`)."""
-        if rid not in self.tables:
-            raise KeyError(f"unknown request {rid!r}")
+        self.tables.check(rid)
         if length < self._lock[rid][1]:
             raise ValueError(f"cannot unreserve below rid {rid!r}'s locked cached prefix")
         return self.tables.truncate(rid, length, copies)
@@ -419,8 +429,7 @@ class KVCacheManager:
         self, rid: Hashable, tokens: Iterable[int] | None = None, namespace: Hashable = None
     ) -> np.ndarray:
         """Optionally insert rid's full pages, then unlock and release everything rid held."""
-        if rid not in self.tables:
-            raise KeyError(f"unknown request {rid!r}")
+        self.tables.check(rid)
         if tokens is not None:
             self.cache(rid, tokens, namespace)
         self.prefix_cache.dec_lock_ref(self._lock.pop(rid)[0])

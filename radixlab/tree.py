@@ -196,16 +196,16 @@ class RadixTree:
     def _path_of(self, node: Any) -> list[TreeNode]:
         """Nodes from `node` up to (not including) the root; ValueError if not in this tree."""
         if not isinstance(node, TreeNode):
-            raise ValueError(f"expected a TreeNode, got {node!r}")
+            raise validate.InvalidInput(f"expected a TreeNode, got {node!r}")
         path = []
         cur = node
         while cur is not None and cur is not self.root:
             if cur.evicted:
-                raise ValueError(f"node {node.id} has been evicted")
+                raise validate.InvalidInput(f"node {node.id} has been evicted")
             path.append(cur)
             cur = cur.parent
         if cur is not self.root:
-            raise ValueError(f"node {node.id} does not belong to this tree")
+            raise validate.InvalidInput(f"node {node.id} does not belong to this tree")
         return path
 
     # ------------------------------------------------------------------ public API

@@ -125,7 +125,8 @@ def token_ids(
             arr = np.asarray(values)
         except (ValueError, TypeError, OverflowError):
             arr = np.asarray(values, dtype=object)
-        if arr.size and arr.dtype.kind not in "iu":
+        if arr.size and (arr.dtype.kind not in "iu" or (
+                isinstance(values, (list, tuple)) and any(type(x) is bool for x in values))):
             for i, x in enumerate(values):
                 if not is_int(x):
                     raise InvalidInput(f"{name}[{i}] = {short(x)} is not an integer")

@@ -108,7 +108,7 @@ def test_recently_matched_chain_is_evicted_last():
         (lambda c: c.insert([7, 8, 9, 9], [4, 5, 4, 5]), "repeated"),
         (lambda c: c.match_prefix([1, -2]), r"tokens\[1\] = -2 is negative"),
         (lambda c: c.match_prefix([1, "x"]), r"tokens\[1\] = 'x' is not an integer"),
-        (lambda c: c.evict(-1), "num_tokens must be >= 0, got -1"),
+        (lambda c: c.evict(-1), "num_tokens must be an integer >= 0, got -1"),
         (lambda c: c.evict(1.5), "num_tokens must be an integer"),
         (lambda c: c.dec_lock_ref(c.match_prefix([1, 2]).node), "not locked"),
     ],
