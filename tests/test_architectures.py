@@ -199,3 +199,22 @@ def test_a_registered_adapter_runs_a_new_model_type():
         assert "my-llama" in architectures.supported()
     finally:
         registry.unregister("my-llama")
+
+
+def test_configs_are_checked_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from types import SimpleNamespace as C\n"
+        "from radixlab import architectures as a\n"
+        "assert a.check(C(model_type='qwen3', layer_types=['full_attention'])) is a.QWEN3\n"
+        "try:\n"
+        "    a.check(C(model_type='llama', rope_parameters={'rope_type': 'dynamic'}))\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "rope_type 'dynamic' is not supported" in out.stdout
