@@ -1,7 +1,9 @@
-"""A Hugging Face Llama/Qwen2-family model run over the paged KV pool, computing only new tokens.
+"""A Hugging Face decoder (Llama, Qwen2, Qwen3, Mistral) run over the paged KV pool, computing
+only new tokens.
 
-`PagedModel` keeps the HF modules (embeddings, q/k/v/o projections with Qwen2's biases, MLP,
-RMSNorm, HF's own rotary embedding, lm_head) and replaces only the attention core: each layer
+`PagedModel` keeps the HF modules (embeddings, q/k/v/o projections, MLP, RMSNorm, HF's own
+rotary embedding, lm_head) and replaces only the attention core; the family's adapter
+(`radixlab.architectures`) says how q/k/v come out of a layer and which configs run: each layer
 writes the new tokens' K/V into their slots of a `KVPool` and attends over the pool through
 `radixlab.attention`. A batch is ragged and flattened, as in SGLang: the tokens of many requests
 go through the layers as one [T, hidden] matrix; a request whose first `start_pos` tokens are
@@ -18,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from radixlab import architectures
 from radixlab.attention import resolve_backend
 from radixlab.kvpool import KVPool
-
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+from radixlab.registry import attention_backends
 
 
 @dataclass
@@ -105,13 +107,7 @@ class PagedModel:
         attention: Any = "auto",
     ) -> None:
         config = hf_model.config
-        if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(
-                f"model_type {getattr(config, 'model_type', None)!r} is not supported; "
-                f"supported: {SUPPORTED_MODEL_TYPES}"
-            )
-        if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
-            raise ValueError("sliding-window attention layers are not supported")
+        self.arch = architectures.check(config)
         self.hf = hf_model.eval()
         self.config = config
         self.dtype = next(hf_model.parameters()).dtype
@@ -123,6 +119,7 @@ class PagedModel:
             pool = pool if pool.device == self.device else _move_pool(pool, self.device)
         self.pool = pool
         self.attention = resolve_backend(attention, self.device)
+        self._prepare = getattr(self.attention, "prepare", _no_plan)
         self.vocab_size = int(config.vocab_size)
         self.tokens_computed = 0
         self.forwards = 0
@@ -149,21 +146,22 @@ class PagedModel:
         cos, sin = inner.rotary_emb(h[None], batch.positions[None])
         cos, sin = cos[0], sin[0]
         n = h.shape[0]
-        prepare = getattr(self.attention, "prepare", None)
-        plan = None if prepare is None else prepare(
-            batch.page_table, batch.seq_lens, batch.q_lens, self.page_size)
+        plan = self._prepare(batch.page_table, batch.seq_lens, batch.q_lens, self.page_size)
         for i, layer in enumerate(inner.layers):
             attn = layer.self_attn
-            x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(n, -1, attn.head_dim)
-            k = attn.k_proj(x).view(n, -1, attn.head_dim)
-            v = attn.v_proj(x).view(n, -1, attn.head_dim)
-            q, k = _rotate(q, k, cos, sin)
+            q, k, v = self.arch.qkv(attn, layer.input_layernorm(h))
+            q, k = self.arch.rotate(q, k, cos, sin)
             self.pool.write(i, batch.write_slots, k, v)
             o = self.attention(
                 q, self.pool.k[i], self.pool.v[i], batch.page_table, batch.seq_lens,
                 batch.q_lens, attn.scaling, plan,
             )
+            if o.shape != q.shape:
+                raise ValueError(
+                    f"attention backend {attention_backends.label(self.attention)!r} returned "
+                    f"shape {tuple(o.shape)}; expected q's shape {tuple(q.shape)} "
+                    f"[tokens, q_heads, head_dim]"
+                )
             h = h + attn.o_proj(o.reshape(n, -1))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         self.tokens_computed += n
@@ -177,11 +175,9 @@ class PagedModel:
         return self.forward(flatten_batch(seqs, self.page_size, self.device), all_logits)
 
 
-def _rotate(q, k, cos, sin):
-    """HF's own `apply_rotary_pos_emb` on [T, heads, dim] tensors (cos/sin: [T, dim])."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-    return apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)
+def _no_plan(page_table, seq_lens, q_lens, page_size) -> None:
+    """The plan of a backend without `prepare`: none."""
+    return None
 
 
 def _move_pool(pool: KVPool, device: torch.device) -> KVPool:

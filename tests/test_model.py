@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from radixlab.executor import ModelExecutor, sample_token, sampling_generator
 from radixlab.memory import pages_to_slots
@@ -15,14 +24,22 @@ from radixlab.router import BatchPlan, SeqWork
 TOL = dict(rtol=1e-4, atol=1e-4)  # float32: batched vs unbatched matmuls differ in the last bits
 
 
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"head_dim": 16}),  # head_dim != hidden / heads
+    "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
+}
+
+
 def tiny(family: str, seed: int = 0, dtype=torch.float32):
     """A randomly initialised GQA model: 4 query heads share 2 KV heads."""
     torch.manual_seed(seed)
+    config_cls, model_cls, extra = FAMILIES[family]
     kw = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    model = LlamaForCausalLM(LlamaConfig(**kw)) if family == "llama" else Qwen2ForCausalLM(
-        Qwen2Config(**kw))
-    return model.to(dtype).eval()
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+              initializer_range=0.2, **extra)  # 10x the default: attention and RoPE matter
+    return model_cls(config_cls(**kw)).to(dtype).eval()
 
 
 def scattered_slots(n_tokens: int, page_size: int, num_pages: int, seed: int) -> np.ndarray:
@@ -31,7 +48,7 @@ def scattered_slots(n_tokens: int, page_size: int, num_pages: int, seed: int) ->
     return pages_to_slots(pages, page_size, n_tokens)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_chunked_prefill_over_pages_matches_hf_logits(family, page_size):
     hf = tiny(family)
@@ -49,7 +66,7 @@ def test_chunked_prefill_over_pages_matches_hf_logits(family, page_size):
     assert pm.tokens_computed == 40
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_ragged_batch_with_shared_prefix_matches_hf(family):
     """Three requests in one forward: two reuse a cached 12-token prefix, one starts fresh."""
     hf = tiny(family, seed=3)
@@ -105,8 +122,18 @@ def test_unsupported_architecture_is_rejected():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-    with pytest.raises(ValueError, match="gpt2"):
+    with pytest.raises(ValueError, match="model_type 'gpt2'.*supported model types: llama, qwen2"):
         PagedModel(model)
+
+
+def test_a_backend_returning_the_wrong_shape_is_named():
+    def flat_attention(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale, plan=None):
+        return q.reshape(q.shape[0], -1)
+
+    pm = PagedModel(tiny("llama"), page_size=4, pool_tokens=64, attention=flat_attention)
+    with pytest.raises(ValueError, match=r"'flat_attention' returned shape \(3, 32\); "
+                                         r"expected q's shape \(3, 4, 8\)"):
+        pm.forward_seqs([SeqInput([1, 2, 3], 0, [0, 1, 2])])
 
 
 def test_sample_token_greedy_temperature_top_p():
