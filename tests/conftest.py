@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import torch
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Triton reads TRITON_INTERPRET once per process, at its first use: set it before any test module
@@ -24,3 +25,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "radixlab"))
+
+
+@pytest.fixture(autouse=True)
+def _shipped_model_only(monkeypatch):
+    """Tests assume the shipped model: a learner's RADIXLAB_MODEL must not leak into them."""
+    monkeypatch.delenv("RADIXLAB_MODEL", raising=False)
