@@ -258,23 +258,50 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeout_s(text: str) -> float:
+    from radixlab.http_transport import MAX_TIMEOUT_S
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}]")
+    return value
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
-    from radixlab.replay import FakeOpenAIServer, replay_trace
+    """Exit 0 when every request was answered, 1 when some failed or the replay stopped."""
+    import os
+
+    from radixlab.replay import FakeOpenAIServer, ReplayError, replay_trace
 
     _finish_workload_args(args)
     traces = _traces(args)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
     fake = FakeOpenAIServer(tokenize=_tokenizer(args.tokenizer)).start() if args.fake else None
+    failed = 0
     try:
         url = fake.url if fake is not None else args.url
         for t in traces:
             print(f"{t.name}: replaying {len(t)} requests against {url} ({args.api})")
-            report = replay_trace(t, url, model=args.model, api=args.api, send=args.send,
-                                  max_requests=args.max_requests, pace=args.pace)
+            try:
+                report = replay_trace(t, url, model=args.model, api=args.api, send=args.send,
+                                      max_requests=args.max_requests, pace=args.pace,
+                                      timeout=args.timeout, api_key=api_key or None,
+                                      concurrency=args.concurrency)
+            except ReplayError as e:
+                if e.report is not None and e.report.records:
+                    print(e.report.table(limit=args.show))
+                print(f"{t.name}: the replay stopped", flush=True)
+                raise
             print(report.table(limit=args.show))
+            failed += len(report.failures)
     finally:
         if fake is not None:
             fake.stop()
-    return 0
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--send", choices=("text", "ids"), default="text")
     p.add_argument("--max-requests", type=_int_at_least(1), default=None)
     p.add_argument("--pace", action="store_true", help="wait for each request's arrival time")
+    p.add_argument("--timeout", type=_timeout_s, default=120.0, metavar="SECONDS",
+                   help="deadline of each whole response, in seconds (default 120)")
+    p.add_argument("--api-key", default=None,
+                   help="sent as 'Authorization: Bearer KEY' on every request "
+                        "(default: $OPENAI_API_KEY, else none)")
+    p.add_argument("--concurrency", type=_int_at_least(1), default=1,
+                   help="requests in flight at once; a request still waits for the one it "
+                        "continues (default 1)")
     p.add_argument("--show", type=_int_at_least(0), default=20, help="rows to print per trace")
     p.set_defaults(func=cmd_replay)
     return parser

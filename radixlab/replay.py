@@ -2,211 +2,254 @@
 
 SGLang and vLLM both report, per response, how many prompt tokens they found in their prefix
 cache: `usage.prompt_tokens_details.cached_tokens` (SGLang needs `--enable-cache-report`,
-vLLM `--enable-prompt-tokens-details`). `replay_trace` sends a trace's requests one after the
-other (so a chat turn goes out after the turn it continues), with `/v1/completions` or
-`/v1/chat/completions`, and totals what the server says.
+vLLM `--enable-prompt-tokens-details`). `replay_trace` sends a trace's requests in order (a
+chat turn goes out after the turn it continues, also with `concurrency` > 1), with
+`/v1/completions` or `/v1/chat/completions`, and totals what the server says.
 
-`FakeOpenAIServer` is a small local stand-in (loopback only) that does prefix caching with a
-`RadixTree`, so the client can be tried, and tested, without a GPU.
+Nothing a server does raises a traceback or hangs the client (`http_transport` gives every
+response a deadline and a size cap; `openai_response` checks every field it reads). Two outcomes:
+
+- **recorded, and the replay goes on**: a request cut off at the deadline, a body over the cap,
+  a reset, a disconnect, a malformed status line, a body cut short, an HTTP error status other
+  than those below, a body that is not JSON or not a completion, a usage count that is missing,
+  null, NaN, not an integer, or inconsistent (`cached_tokens > prompt_tokens`). The request's
+  `ReplayRecord.error` says what happened; the totals count the answered requests only.
+- **the replay stops** (`ReplayError`, carrying the report so far): the server cannot be
+  connected to (refused, unknown host, connect timeout), or it answers 401/403 (key missing or
+  wrong), 404/405 (wrong URL, API or model): every later request would fail the same way.
+  Listing `/v1/models` (when no `model` is given) failing in any way also stops it, before any
+  request is sent.
+
+Every message names the server, the request index and rid, and what was wrong.
+`FakeOpenAIServer` (re-exported from `fake_server`) is a loopback RadixTree-backed stand-in.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
-from radixlab import corpus
-from radixlab.fleet import PrefixCache
-from radixlab.workloads import Trace, TraceRequest, byte_tokenize
+from radixlab import validate
+from radixlab.chat_messages import text_to_messages
+from radixlab.fake_server import FakeOpenAIServer
+from radixlab.http_transport import (
+    MAX_TIMEOUT_S,
+    Response,
+    TransportError,
+    Unreachable,
+    check_base_url,
+    exchange,
+)
+from radixlab.openai_response import BadResponse, error_detail, parse_completion, parse_models
+from radixlab.replay_report import ReplayRecord, ReplayReport
+from radixlab.validate import InvalidInput, short
+from radixlab.workloads import Trace, TraceRequest
+
+__all__ = ["APIS", "SENDS", "FakeOpenAIServer", "ReplayError", "ReplayRecord", "ReplayReport",
+           "replay_trace", "server_models", "text_to_messages"]
 
 APIS = ("completions", "chat")
 SENDS = ("text", "ids")
+MAX_RESPONSE_BYTES = 8 << 20
+MAX_CONCURRENCY = 1024
+_STOP_STATUSES = {401: "check the API key (api_key / --api-key / OPENAI_API_KEY)",
+                  403: "check the API key (api_key / --api-key / OPENAI_API_KEY)",
+                  404: "check the URL, the API (completions or chat) and the model name",
+                  405: "check the URL and the API (completions or chat)"}
 
 
 class ReplayError(RuntimeError):
-    """The server could not be reached or answered something the client cannot use."""
+    """The replay cannot go on: the server is unreachable or refuses every request.
+    `report` holds what was measured before it stopped (None if nothing was sent)."""
+
+    def __init__(self, message: str, report: ReplayReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
-_ROLE_OF = {corpus.SYSTEM: "system", corpus.USER: "user", corpus.ASSISTANT: "assistant",
-            corpus.TOOL: "tool"}
-_MARKERS = re.compile("(" + "|".join(re.escape(m) for m in [*_ROLE_OF, corpus.END]) + ")")
+def _check_api_key(api_key: Any) -> str | None:
+    """None or a token of visible ASCII characters; the message never shows the key."""
+    if api_key is None:
+        return None
+    if not isinstance(api_key, str):
+        raise InvalidInput(f"api_key must be a string or None, got a value of type "
+                           f"{type(api_key).__name__}")
+    if not api_key or not all("!" <= c <= "~" for c in api_key):
+        raise InvalidInput(f"api_key must be non-empty visible ASCII with no spaces (it goes in "
+                           f"an Authorization header); got {len(api_key)} characters")
+    return api_key
 
 
-def text_to_messages(text: str) -> list[dict[str, str]]:
-    """Split course chat text (`<|user|>...<|end|>`) into OpenAI chat messages.
-
-    A trailing `<|assistant|>` (the generation prompt) is dropped: the server adds its own.
-    Text with no markers (a few-shot block) becomes one user message. Tool replies become user
-    messages starting "Tool:", since servers reject a `tool` role without a tool call id.
-    """
-    parts = [p for p in _MARKERS.split(text) if p != ""]
-    if not any(p in _ROLE_OF for p in parts):
-        return [{"role": "user", "content": text}]
-    messages: list[dict[str, str]] = []
-    role: str | None = None
-    buf: list[str] = []
-    for p in parts:
-        if p in _ROLE_OF:
-            role, buf = _ROLE_OF[p], []
-        elif p == corpus.END:
-            if role is not None:
-                content = "".join(buf)
-                if role == "tool":
-                    messages.append({"role": "user", "content": f"Tool: {content}"})
-                else:
-                    messages.append({"role": role, "content": content})
-            role, buf = None, []
-        elif role is not None:
-            buf.append(p)
-        elif p.strip():
-            messages.append({"role": "user", "content": p})
-    if role is not None and role != "assistant" and buf:
-        messages.append({"role": role, "content": "".join(buf)})
-    return messages
+def _check_trace(trace: Any, max_requests: int | None, send: str) -> list[TraceRequest]:
+    if isinstance(trace, (str, bytes)) or not isinstance(trace, (Trace, Sequence)):
+        raise InvalidInput(f"trace must be a Trace or a sequence of TraceRequest, "
+                           f"got {short(trace)}")
+    if not isinstance(trace, Trace):
+        try:
+            trace = Trace("trace", list(trace))
+        except ValueError as e:
+            raise InvalidInput(f"trace: {e}") from None
+    requests = list(trace)[:max_requests]
+    if not requests:
+        raise InvalidInput("trace is empty: nothing to replay")
+    if send == "text":
+        missing = [r.rid for r in requests if r.text is None]
+        if missing:
+            raise InvalidInput(f"requests {missing[:5]} have no text; use send='ids'")
+    return requests
 
 
-@dataclass
-class ReplayRecord:
-    """What the server said about one request."""
-
-    rid: int
-    prompt_tokens: int            # as counted by the server's tokenizer
-    cached_tokens: int | None     # None when the server does not report it
-    completion_tokens: int
-    latency_s: float
-    text: str
+def _check_api_send(api: Any, send: Any) -> tuple[str, str]:
+    for value, name, choices in ((api, "api", APIS), (send, "send", SENDS)):
+        if not isinstance(value, str) or value not in choices:
+            raise InvalidInput(f"unknown {name} {short(value)}; choose one of {choices}")
+    if send == "ids" and api == "chat":
+        raise InvalidInput("send='ids' needs api='completions' (chat takes messages, not ids)")
+    return api, send
 
 
-@dataclass
-class ReplayReport:
-    """Per-request records and totals of one replay."""
+class _Client:
+    """Where to send and how: base URL, key, deadline and body cap of every exchange."""
 
-    url: str
-    api: str
-    records: list[ReplayRecord] = field(default_factory=list)
+    def __init__(self, base: str, api_key: str | None, timeout: float, max_bytes: int) -> None:
+        self.base, self.timeout, self.max_bytes = base, timeout, max_bytes
+        self.headers = {"Accept": "application/json"}
+        if api_key is not None:
+            self.headers["Authorization"] = f"Bearer {api_key}"
 
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(r.prompt_tokens for r in self.records)
-
-    @property
-    def cached_tokens(self) -> int:
-        return sum(r.cached_tokens or 0 for r in self.records)
-
-    @property
-    def reported(self) -> bool:
-        """Whether the server reported cached tokens at all."""
-        return any(r.cached_tokens is not None for r in self.records)
-
-    @property
-    def hit_rate(self) -> float:
-        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
-
-    def totals(self) -> dict[str, Any]:
-        return {
-            "requests": len(self.records),
-            "prompt_tokens": self.prompt_tokens,
-            "cached_tokens": self.cached_tokens if self.reported else None,
-            "hit_rate": round(self.hit_rate, 4) if self.reported else None,
-            "completion_tokens": sum(r.completion_tokens for r in self.records),
-            "total_latency_s": sum(r.latency_s for r in self.records),
-        }
-
-    def table(self, limit: int | None = None) -> str:
-        """A plain-text table: one row per request, then the totals."""
-        rows = self.records if limit is None else self.records[:limit]
-        lines = [f"{'rid':>4} {'prompt':>7} {'cached':>7} {'hit':>6}"]
-        for r in rows:
-            cached = "n/a" if r.cached_tokens is None else str(r.cached_tokens)
-            hit = "n/a" if r.cached_tokens is None else f"{r.cached_tokens / r.prompt_tokens:.0%}"
-            lines.append(f"{r.rid:>4} {r.prompt_tokens:>7} {cached:>7} {hit:>6}")
-        if limit is not None and len(self.records) > limit:
-            lines.append(f" ... {len(self.records) - limit} more")
-        t = self.totals()
-        cached = "n/a" if t["cached_tokens"] is None else str(t["cached_tokens"])
-        hit = "n/a" if t["hit_rate"] is None else f"{t['hit_rate']:.1%}"
-        lines.append(f"total {t['prompt_tokens']:>6} {cached:>7} {hit:>6}")
-        if not self.reported:
-            lines.append("the server reported no cached_tokens (SGLang: --enable-cache-report; "
-                         "vLLM: --enable-prompt-tokens-details)")
-        return "\n".join(lines)
+    def call(self, path: str, body: bytes | None = None) -> Response:
+        headers = dict(self.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        return exchange("POST" if body is not None else "GET", self.base + path, body,
+                        headers=headers, timeout=self.timeout, max_bytes=self.max_bytes)
 
 
-def _check_url(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"base_url must be an http(s) URL like http://127.0.0.1:30000, "
-                         f"got {base_url!r}")
-    return base_url.rstrip("/").removesuffix("/v1")
-
-
-def _post(url: str, body: dict[str, Any], timeout: float, api_key: str | None) -> dict[str, Any]:
-    data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-    return _send(req, timeout)
-
-
-def _send(req: urllib.request.Request, timeout: float) -> dict[str, Any]:
+def _models(client: _Client) -> list[str]:
+    where = f"{client.base}/v1/models"
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode(errors="replace")[:300]
-        raise ReplayError(f"{req.full_url} answered HTTP {e.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise ReplayError(f"cannot reach {req.full_url} ({reason}); is the server running?") \
-            from None
+        resp = client.call("/v1/models")
+    except Unreachable as e:
+        raise ReplayError(f"{where}: {e}; is the server running?") from None
+    except TransportError as e:
+        raise ReplayError(f"{where}: {e}") from None
+    if resp.status != 200:
+        hint = _STOP_STATUSES.get(resp.status, "pass model=... (--model) to skip listing")
+        raise ReplayError(f"{where}: HTTP {resp.status} {resp.reason}: "
+                          f"{error_detail(resp.body)}; {hint}")
     try:
-        out = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ReplayError(f"{req.full_url} did not answer JSON: {raw[:200]!r}") from None
-    if not isinstance(out, dict):
-        raise ReplayError(f"{req.full_url} answered {type(out).__name__}, not a JSON object")
-    return out
+        return parse_models(resp.body)
+    except BadResponse as e:
+        raise ReplayError(f"{where}: {e}; pass model=... (--model)") from None
 
 
-def server_models(base_url: str, timeout: float = 10.0) -> list[str]:
-    """Model ids the server lists at `/v1/models`."""
-    url = _check_url(base_url) + "/v1/models"
-    out = _send(urllib.request.Request(url, method="GET"), timeout)
+def server_models(
+    base_url: str,
+    timeout: float = 10.0,
+    *,
+    api_key: str | None = None,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
+) -> list[str]:
+    """Model ids the server lists at `/v1/models`; `ReplayError` saying why if it cannot."""
+    client = _Client(check_base_url(base_url), _check_api_key(api_key),
+                     validate.real(timeout, "timeout", 0.0, MAX_TIMEOUT_S, open_min=True),
+                     validate.positive_int(max_response_bytes, "max_response_bytes"))
+    return _models(client)
+
+
+def _request_body(r: TraceRequest, model: str, api: str, send: str) -> bytes:
+    body: dict[str, Any] = {"model": model, "max_tokens": r.max_new_tokens, "temperature": 0.0}
+    if api == "completions":
+        body["prompt"] = r.text if send == "text" else list(r.prompt_ids)
+    else:
+        body["messages"] = text_to_messages(r.text or "")
+    return json.dumps(body).encode()
+
+
+def _send_one(client: _Client, path: str, api: str, r: TraceRequest, body: bytes,
+              where: str) -> ReplayRecord:
+    """One request: its record (failed or not), or `ReplayError` if the replay must stop."""
+    start = time.perf_counter()
+
+    def failed(what: str) -> ReplayRecord:
+        return ReplayRecord(r.rid, 0, None, 0, time.perf_counter() - start, "",
+                            error=f"{where}: {what}")
+
     try:
-        return [m["id"] for m in out["data"]]
-    except (KeyError, TypeError):
-        raise ReplayError(f"{url} answered without a data[].id list: {out!r}"[:300]) from None
-
-
-def _usage(out: dict[str, Any], url: str) -> tuple[int, int | None, int]:
-    usage = out.get("usage")
-    if not isinstance(usage, dict) or "prompt_tokens" not in usage:
-        raise ReplayError(f"{url}: response has no usage.prompt_tokens: {out!r}"[:300])
-    details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return int(usage["prompt_tokens"]), None if cached is None else int(cached), \
-        int(usage.get("completion_tokens") or 0)
-
-
-def _text_of(out: dict[str, Any]) -> str:
+        resp = client.call(path, body)
+    except Unreachable as e:
+        raise ReplayError(f"{where}: {e}; is the server running?") from None
+    except TransportError as e:
+        return failed(str(e))
+    if resp.status in _STOP_STATUSES:
+        raise ReplayError(f"{where}: HTTP {resp.status} {resp.reason}: "
+                          f"{error_detail(resp.body)}; {_STOP_STATUSES[resp.status]}")
+    if not 200 <= resp.status < 300:
+        return failed(f"HTTP {resp.status} {resp.reason}: {error_detail(resp.body)}")
     try:
-        choice = out["choices"][0]
-    except (KeyError, IndexError, TypeError):
-        return ""
-    if "text" in choice:
-        return str(choice["text"])
-    return str((choice.get("message") or {}).get("content") or "")
+        c = parse_completion(resp.body, api)
+    except BadResponse as e:
+        return failed(str(e))
+    return ReplayRecord(r.rid, c.prompt_tokens, c.cached_tokens, c.completion_tokens,
+                        time.perf_counter() - start, c.text)
+
+
+def _run(
+    requests: list[TraceRequest],
+    one: Callable[[int, TraceRequest], ReplayRecord],
+    concurrency: int,
+    pace: bool,
+    progress: Callable[[ReplayRecord], None] | None,
+) -> tuple[list[ReplayRecord], ReplayError | None]:
+    """Send every request (a child after its parent), at most `concurrency` at a time; stop
+    sending at the first `ReplayError`. Returns the records in trace order and that error."""
+    results: list[ReplayRecord | None] = [None] * len(requests)
+    finished = [threading.Event() for _ in requests]
+    index_of = {r.rid: i for i, r in enumerate(requests)}
+    stop = threading.Event()
+    fatal: list[ReplayError] = []
+    lock = threading.Lock()
+
+    def task(i: int) -> None:
+        r = requests[i]
+        try:
+            if r.parent in index_of:
+                finished[index_of[r.parent]].wait()
+            if stop.is_set():
+                return
+            try:
+                rec = one(i, r)
+            except ReplayError as e:
+                with lock:
+                    fatal.append(e)
+                stop.set()
+                return
+            results[i] = rec
+            if progress is not None:
+                with lock:
+                    progress(rec)
+        finally:
+            finished[i].set()
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="replay") as pool:
+        futures = []
+        try:
+            for i, r in enumerate(requests):
+                if pace and not stop.is_set():
+                    stop.wait(max(0.0, r.arrival - (time.perf_counter() - t0)))
+                if stop.is_set():
+                    break
+                futures.append(pool.submit(task, i))
+            for f in futures:
+                f.result()
+        finally:
+            stop.set()
+    return [rec for rec in results if rec is not None], (fatal[0] if fatal else None)
 
 
 def replay_trace(
@@ -220,227 +263,50 @@ def replay_trace(
     pace: bool = False,
     timeout: float = 120.0,
     api_key: str | None = None,
+    concurrency: int = 1,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
     progress: Callable[[ReplayRecord], None] | None = None,
 ) -> ReplayReport:
-    """Send a trace's requests in order (greedy, `max_new_tokens` each); collect cached tokens.
+    """Send a trace's requests (greedy, `max_new_tokens` each); collect the cached tokens.
 
     `send="text"` sends the prompt text (the server tokenises it with its own tokenizer);
     `send="ids"` sends the course token ids (completions only; meaningful for the course model).
     `pace=True` waits for each request's arrival time; otherwise requests go back to back.
+    `timeout` (seconds) is the deadline of each whole response, `max_response_bytes` the cap on
+    its body; `api_key` goes out as `Authorization: Bearer ...` on every request. Failed
+    requests are recorded; `ReplayError` stops the replay (see the module docstring). Every
+    argument is checked (`validate.InvalidInput`) before anything is sent. `progress` gets each
+    record as it completes (from a worker thread, one call at a time).
     """
-    if api not in APIS:
-        raise ValueError(f"unknown api {api!r}; choose one of {APIS}")
-    if send not in SENDS:
-        raise ValueError(f"unknown send {send!r}; choose one of {SENDS}")
-    if send == "ids" and api == "chat":
-        raise ValueError("send='ids' needs api='completions' (chat takes messages, not ids)")
-    if max_requests is not None and (
-        isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1
-    ):
-        raise ValueError(f"max_requests must be an int >= 1 or None, got {max_requests!r}")
-    base = _check_url(base_url)
-    requests = list(trace)[:max_requests]
-    if send == "text":
-        missing = [r.rid for r in requests if r.text is None]
-        if missing:
-            raise ValueError(f"requests {missing[:5]} have no text; use send='ids'")
+    api, send = _check_api_send(api, send)
+    if max_requests is not None:
+        max_requests = validate.positive_int(max_requests, "max_requests")
+    requests = _check_trace(trace, max_requests, send)
+    if model is not None and (not isinstance(model, str) or not model):
+        raise InvalidInput(f"model must be a non-empty string or None, got {short(model)}")
+    if progress is not None and not callable(progress):
+        raise InvalidInput(f"progress must be callable or None, got {short(progress)}")
+    client = _Client(check_base_url(base_url), _check_api_key(api_key),
+                     validate.real(timeout, "timeout", 0.0, MAX_TIMEOUT_S, open_min=True),
+                     validate.positive_int(max_response_bytes, "max_response_bytes"))
+    validate.flag(pace, "pace")
+    concurrency = validate.count(concurrency, "concurrency", 1, MAX_CONCURRENCY)
+
     if model is None:
-        names = server_models(base, timeout)
+        names = _models(client)
         if not names:
-            raise ReplayError(f"{base}/v1/models lists no model; pass model=...")
+            raise ReplayError(f"{client.base}/v1/models lists no model; pass model=...")
         model = names[0]
-    url = base + ("/v1/completions" if api == "completions" else "/v1/chat/completions")
-    report = ReplayReport(base, api)
-    t0 = time.perf_counter()
-    for r in requests:
-        if pace:
-            delay = r.arrival - (time.perf_counter() - t0)
-            if delay > 0:
-                time.sleep(delay)
-        body: dict[str, Any] = {"model": model, "max_tokens": r.max_new_tokens,
-                                "temperature": 0.0}
-        if api == "completions":
-            body["prompt"] = r.text if send == "text" else list(r.prompt_ids)
-        else:
-            body["messages"] = text_to_messages(r.text or "")
-        start = time.perf_counter()
-        out = _post(url, body, timeout, api_key)
-        prompt_tokens, cached, completion = _usage(out, url)
-        rec = ReplayRecord(r.rid, prompt_tokens, cached, completion,
-                           time.perf_counter() - start, _text_of(out))
-        report.records.append(rec)
-        if progress is not None:
-            progress(rec)
+    path = "/v1/completions" if api == "completions" else "/v1/chat/completions"
+    bodies = [_request_body(r, model, api, send) for r in requests]
+    report = ReplayReport(client.base, api)
+
+    def one(i: int, r: TraceRequest) -> ReplayRecord:
+        return _send_one(client, path, api, r, bodies[i], f"{client.base} request {i} "
+                         f"(rid {r.rid})")
+
+    report.records, fatal = _run(requests, one, concurrency, pace, progress)
+    if fatal is not None:
+        fatal.report = report
+        raise fatal
     return report
-
-
-# ---------------------------------------------------------------------------------------------
-# A local OpenAI-compatible stand-in with prefix caching
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class FakeOpenAIServer:
-    """A loopback-only OpenAI-compatible server whose prefix cache is a `RadixTree`.
-
-    It tokenises prompts (byte-level unless given `tokenize`; chat messages are rendered with
-    the course chat markers), reports `usage.prompt_tokens_details.cached_tokens` as the cached
-    prefix (whole pages, at most prompt length - 1, like real servers), caches the prompt, and
-    answers with a fixed dummy completion. Use it as a context manager, or `start()`/`stop()`.
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        model: str = "radixlab-fake",
-        page_size: int = 1,
-        capacity_tokens: int | None = None,
-        tokenize: Callable[[str], Sequence[int]] | None = None,
-        report_cached: bool = True,
-        reply: str = "ok",
-    ) -> None:
-        if not _is_loopback(host):
-            raise ValueError(f"FakeOpenAIServer binds to loopback only, got host {host!r}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an int in [0, 65535], got {port!r}")
-        self.host, self.port, self.model = host, port, model
-        self.tokenize = tokenize if tokenize is not None else byte_tokenize
-        self.cache = PrefixCache(capacity_tokens, page_size)
-        self.report_cached = report_cached
-        self.reply = reply
-        self.requests_seen = 0
-        self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("server not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeOpenAIServer:
-        if self._httpd is not None:
-            return self
-        self._httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            self._httpd = self._thread = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def complete(self, ids: list[int], max_tokens: int) -> dict[str, Any]:
-        """Match and cache one prompt; the usage block a real server would return."""
-        with self._lock:
-            self.requests_seen += 1
-            cached = min(self.cache.match(ids), len(ids) - 1)
-            self.cache.add(ids)
-        completion = min(max_tokens, len(self.tokenize(self.reply)))
-        usage: dict[str, Any] = {"prompt_tokens": len(ids), "completion_tokens": completion,
-                                 "total_tokens": len(ids) + completion}
-        if self.report_cached:
-            usage["prompt_tokens_details"] = {"cached_tokens": cached}
-        return usage
-
-
-def _render(messages: Any) -> str:
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("messages must be a non-empty list")
-    pairs = []
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) \
-                or m.get("role") not in ("system", "user", "assistant", "tool"):
-            raise ValueError(f"bad message {m!r}")
-        pairs.append((m["role"], m["content"]))
-    return corpus.format_chat(pairs, add_generation_prompt=True)
-
-
-def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _answer(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, code: int, msg: str) -> None:
-            self._answer(code, {"error": {"message": msg, "code": code}})
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") == "/v1/models":
-                self._answer(200, {"object": "list", "data": [
-                    {"id": server.model, "object": "model", "owned_by": "radixlab"}]})
-            else:
-                self._error(404, f"no route {self.path}")
-
-        def do_POST(self) -> None:
-            path = self.path.rstrip("/")
-            if path not in ("/v1/completions", "/v1/chat/completions"):
-                self._error(404, f"no route {self.path}")
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-                if not isinstance(body, dict):
-                    raise ValueError("body must be a JSON object")
-                if body.get("stream"):
-                    raise ValueError("stream is not supported by the fake server")
-                max_tokens = body.get("max_tokens", 16)
-                if not isinstance(max_tokens, int) or max_tokens < 1:
-                    raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
-                if path == "/v1/completions":
-                    prompt = body.get("prompt")
-                    if isinstance(prompt, str) and prompt:
-                        ids = list(server.tokenize(prompt))
-                    elif isinstance(prompt, list) and prompt and all(
-                            isinstance(t, int) and t >= 0 for t in prompt):
-                        ids = list(prompt)
-                    else:
-                        raise ValueError("prompt must be a non-empty string or list of ints")
-                else:
-                    ids = list(server.tokenize(_render(body.get("messages"))))
-            except (ValueError, json.JSONDecodeError) as e:
-                self._error(400, str(e))
-                return
-            usage = server.complete(ids, max_tokens)
-            if path == "/v1/completions":
-                choice: dict[str, Any] = {"index": 0, "text": server.reply,
-                                          "finish_reason": "length"}
-                obj = "text_completion"
-            else:
-                choice = {"index": 0, "finish_reason": "length",
-                          "message": {"role": "assistant", "content": server.reply}}
-                obj = "chat.completion"
-            self._answer(200, {"id": f"fake-{server.requests_seen}", "object": obj,
-                               "model": server.model, "choices": [choice], "usage": usage})
-
-    return Handler

@@ -8,14 +8,16 @@ import urllib.request
 import pytest
 
 from radixlab import corpus
+from radixlab.http_transport import exchange
+from radixlab.openai_response import error_detail
 from radixlab.replay import (
     FakeOpenAIServer,
     ReplayError,
-    _post,
     replay_trace,
     server_models,
     text_to_messages,
 )
+from radixlab.validate import InvalidInput
 from radixlab.workloads import (
     Trace,
     TraceRequest,
@@ -26,6 +28,7 @@ from radixlab.workloads import (
     multi_turn_chat,
     no_sharing,
 )
+from tests import misbehaving_server as ms
 
 B = byte_tokenize
 
@@ -122,28 +125,69 @@ def test_server_models(server):
     assert server_models(server.url) == ["radixlab-fake"]
 
 
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        (dict(api="responses"), "'responses'"),
-        (dict(send="bytes"), "'bytes'"),
-        (dict(api="chat", send="ids"), "send='ids'"),
-        (dict(max_requests=0), "max_requests"),
-    ],
-)
-def test_bad_arguments(server, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        replay_trace(few_shot(2, 1, tokenize=B), server.url, **kwargs)
-    assert server.requests_seen == 0
+ARG_CASES = [
+    (dict(api="responses"), "unknown api 'responses'"),
+    (dict(api=None), "unknown api None"),
+    (dict(send="bytes"), "unknown send 'bytes'"),
+    (dict(api="chat", send="ids"), "send='ids'"),
+    (dict(max_requests=0), "max_requests must be an integer >= 1, got 0"),
+    (dict(max_requests=1.5), "max_requests must be an integer, got 1.5"),
+    (dict(max_requests=True), "max_requests must be an integer, got True"),
+    (dict(timeout=0), r"timeout must be in \(0, 86400\], got 0"),
+    (dict(timeout=-1.0), "timeout must be in"),
+    (dict(timeout=float("nan")), "timeout must be a finite number, got nan"),
+    (dict(timeout="5"), "timeout must be a finite number, got '5'"),
+    (dict(timeout=True), "timeout must be a finite number, got True"),
+    (dict(timeout=1e9), "timeout must be in .*got 1000000000.0"),
+    (dict(concurrency=0), "concurrency must be an integer in .1, 1024., got 0"),
+    (dict(concurrency=5000), "concurrency .* got 5000"),
+    (dict(concurrency="2"), "concurrency must be an integer, got '2'"),
+    (dict(max_response_bytes=0), "max_response_bytes must be an integer >= 1, got 0"),
+    (dict(pace="yes"), "pace must be a bool, got 'yes'"),
+    (dict(model=""), "model must be a non-empty string or None, got ''"),
+    (dict(model=3), "model must be a non-empty string or None, got 3"),
+    (dict(progress=5), "progress must be callable or None, got 5"),
+    (dict(api_key=5), "api_key must be a string or None, got a value of type int"),
+    (dict(base_url="ftp://x"), "base_url must be an http.s. URL .*got 'ftp://x'"),
+    (dict(base_url="http://"), "got 'http://'"),
+    (dict(base_url="127.0.0.1:30000"), "got '127.0.0.1:30000'"),
+    (dict(base_url=30000), "got 30000"),
+    (dict(base_url="http://h:99999"), "base_url has a bad port: 'http://h:99999'"),
+    (dict(base_url="http://h/v1?x=1"), "no query or fragment, got 'http://h/v1\\?x=1'"),
+    (dict(trace="abc"), "trace must be a Trace or a sequence of TraceRequest, got 'abc'"),
+    (dict(trace=None), "got None"),
+    (dict(trace=[1, 2]), "trace: .*1 is not a TraceRequest"),
+    (dict(trace=[]), "trace is empty"),
+    (dict(trace=[TraceRequest(0, [1]), TraceRequest(0, [2])]), "duplicate rid 0"),
+    (dict(trace=[TraceRequest(0, [1])]), "requests .0. have no text; use send='ids'"),
+]
 
 
-def test_bad_url_and_missing_text(server):
-    with pytest.raises(ValueError, match="ftp://x"):
-        replay_trace(few_shot(2, 1, tokenize=B), "ftp://x")
+@pytest.mark.parametrize("kwargs, match", ARG_CASES)
+def test_bad_arguments_name_the_value_and_send_nothing(kwargs, match):
+    with ms.MisbehavingServer(ms.ok) as s:
+        kw = {"trace": few_shot(2, 1, tokenize=B), "base_url": s.url, **kwargs}
+        with pytest.raises(InvalidInput, match=match):
+            replay_trace(kw.pop("trace"), kw.pop("base_url"), **kw)
+        assert s.seen == []
+
+
+@pytest.mark.parametrize("key", ["", "sk secret", "sk-\nX-Evil: 1", "ключ"])
+def test_bad_api_key_is_refused_without_showing_it(key):
+    with ms.MisbehavingServer(ms.ok) as s:
+        with pytest.raises(InvalidInput, match="api_key must be non-empty visible ASCII") as e:
+            replay_trace(few_shot(2, 1, tokenize=B), s.url, api_key=key)
+        assert s.seen == []
+    assert not key or key not in str(e.value)
+
+
+def test_trace_without_text_needs_ids(server):
     ids_only = Trace("t", [TraceRequest(0, [1, 2, 3])])
     with pytest.raises(ValueError, match="no text"):
         replay_trace(ids_only, server.url)
     assert replay_trace(ids_only, server.url, send="ids").records[0].prompt_tokens == 3
+    assert replay_trace([TraceRequest(0, [1, 2])], server.url, send="ids").records[0].ok
+    assert server.requests_seen == 2
 
 
 def test_unreachable_server_is_a_clear_error():
@@ -154,17 +198,28 @@ def test_unreachable_server_is_a_clear_error():
         replay_trace(few_shot(2, 1, tokenize=B), url, model="m", timeout=5)
 
 
-def test_server_rejections_become_replay_errors(server):
-    url = server.url
-    with pytest.raises(ReplayError, match="HTTP 400.*prompt"):
-        _post(url + "/v1/completions", {"model": "m", "prompt": []}, 5, None)
-    with pytest.raises(ReplayError, match="HTTP 400.*stream"):
-        _post(url + "/v1/completions", {"prompt": "hi", "stream": True}, 5, None)
-    with pytest.raises(ReplayError, match="HTTP 400.*messages"):
-        _post(url + "/v1/chat/completions", {"messages": []}, 5, None)
-    with pytest.raises(ReplayError, match="HTTP 404"):
-        _post(url + "/v2/other", {}, 5, None)
+def test_fake_server_rejects_bad_requests(server):
+    def post(path, body):
+        return exchange("POST", server.url + path, json.dumps(body).encode(),
+                        headers={"Content-Type": "application/json"}, timeout=5,
+                        max_bytes=1 << 16)
+
+    for path, body, match in [
+        ("/v1/completions", {"model": "m", "prompt": []}, "prompt"),
+        ("/v1/completions", {"prompt": "hi", "stream": True}, "stream"),
+        ("/v1/chat/completions", {"messages": []}, "messages"),
+    ]:
+        resp = post(path, body)
+        assert resp.status == 400 and match in error_detail(resp.body)
+    assert post("/v2/other", {}).status == 404
     assert server.requests_seen == 0
+
+
+def test_fake_server_errors_are_replay_records_or_stops(server):
+    with pytest.raises(ReplayError, match="HTTP 404 Not Found: no route /v1/v1/completions"):
+        replay_trace(few_shot(2, 1, tokenize=B), server.url + "/v1/v1", model="m")
+    bad = Trace("t", [TraceRequest(0, [1], max_new_tokens=1, text="x")])
+    assert replay_trace(bad, server.url).records[0].ok
 
 
 def test_fake_server_speaks_openai_json(server):
@@ -187,3 +242,16 @@ def test_fake_server_is_loopback_only(host):
 def test_fake_server_bad_port():
     with pytest.raises(ValueError, match="port"):
         FakeOpenAIServer(port=70000)
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_concurrent_replay_still_sends_a_turn_after_the_turn_it_continues(server, api):
+    trace = multi_turn_chat(4, 3, tokenize=B, seed=5)
+    seen = []
+    report = replay_trace(trace, server.url, api=api, concurrency=4, progress=seen.append)
+    assert [r.rid for r in report.records] == [r.rid for r in trace]
+    assert sorted(r.rid for r in seen) == [r.rid for r in trace]
+    for rec, req in zip(report.records, trace, strict=True):
+        if req.parent is not None:
+            parent = report.records[req.parent]
+            assert rec.cached_tokens >= parent.prompt_tokens - len(corpus.ASSISTANT)
