@@ -13,7 +13,7 @@ from typing import Any
 
 from radixlab.benchmark import EXECUTORS, BenchConfig, format_table, sweep
 from radixlab.fleet import BACKENDS, ROUTING_POLICIES, compare_routings
-from radixlab.registry import caches, scheduling_policies
+from radixlab.registry import caches, eviction_policies, scheduling_policies
 from radixlab.workloads import WORKLOADS, Trace, byte_tokenize, load_trace, sized
 
 TOKENIZERS = ("shipped", "bytes")
@@ -163,8 +163,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     configs = [
         BenchConfig(policy=p, cache=c, page_size=ps, pool_tokens=args.pool_tokens,
                     executor=args.executor, max_prefill_tokens=args.max_prefill_tokens,
-                    max_running=args.max_running)
+                    max_running=args.max_running, eviction=e)
         for p in args.policy for c in args.cache for ps in args.page_size
+        for e in (args.eviction or [None])
     ]
     model = None
     if args.executor == "model":
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default lpm; any registered policy)")
     p.add_argument("--cache", type=_choices_list("cache", caches), default=["radix"],
                    help=f"comma-separated: {', '.join(caches)} (default radix)")
+    p.add_argument("--eviction", type=_choices_list("eviction policy", eviction_policies),
+                   default=None, help=f"comma-separated, radix cache only: "
+                   f"{', '.join(eviction_policies)} (default lru)")
     p.add_argument("--page-size", type=_int_list("page size", 1), default=[1],
                    help="comma-separated page sizes in tokens (default 1)")
     p.add_argument("--pool-tokens", "--pool-size", type=_int_at_least(1), default=16384,
