@@ -1,4 +1,5 @@
-"""`python -m radixlab` / `radixlab`: demo, bench, workloads, fleet and replay from the shell."""
+"""`python -m radixlab` / `radixlab`: demo, bench, workloads, fleet, replay, serve and cluster
+from the shell."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from radixlab import serve
 from radixlab.benchmark import EXECUTORS, BenchConfig, format_table, sweep
 from radixlab.fleet import BACKENDS, ROUTING_POLICIES, compare_routings
 from radixlab.registry import caches, scheduling_policies
@@ -330,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pace", action="store_true", help="wait for each request's arrival time")
     p.add_argument("--show", type=_int_at_least(0), default=20, help="rows to print per trace")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server over the engine")
+    serve.add_arguments(p)
+    p.set_defaults(func=serve.cmd_serve)
     return parser
 
 
