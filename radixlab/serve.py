@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool-tokens", type=_positive, default=16384, help="KV pool size in tokens")
     p.add_argument("--max-running", type=_positive, default=64)
     p.add_argument("--max-prefill-tokens", type=_positive, default=1024)
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="torch intra-op threads (default: torch's choice; several workers on "
+                        "one machine each want cores / workers)")
     p.add_argument("--log-level", default="warning",
                    choices=("critical", "error", "warning", "info", "debug"))
 
@@ -81,6 +84,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """`radixlab serve`: build the engine and serve until interrupted."""
     import uvicorn
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     app = make_app(args.model, args.served_model_name, **engine_options(args))
     print(f"radixlab serve: {app.state.radixlab.model_name} on http://{args.host}:{args.port}",
           flush=True)

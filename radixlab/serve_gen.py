@@ -168,14 +168,21 @@ class _Run:
         self.id = new_id("chatcmpl" if chat else "cmpl")
         self.choices = [_Choice(state.engine.tokenizer, body.stop) for _ in range(body.n)]
         self.ttft: float | None = None
+        self._checked = start
 
     async def _next(self) -> Any:
+        """The ticket's next item; every POLL_S, whether tokens flow or not, check the client
+        is still connected."""
         while True:
+            now = time.perf_counter()
+            if now - self._checked >= POLL_S:
+                self._checked = now
+                if await self.request.is_disconnected():
+                    raise ClientGone
             try:
                 return await asyncio.wait_for(self.ticket.queue.get(), POLL_S)
             except TimeoutError:
-                if await self.request.is_disconnected():
-                    raise ClientGone from None
+                continue
 
     async def events(self) -> AsyncIterator[tuple[int, int, str, str | None]]:
         """(choice index, token id, text delta, finish reason or None) until every choice is

@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from radixlab.checkpoint import TINY_MODEL_DIR
 from radixlab.engine import Engine, RequestHandle
+from tests.serving import torch_threads
 
 VOCAB = 89
 
@@ -25,6 +26,12 @@ def _model():
 
 
 MODEL = _model()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 def _prompts(seed: int, n: int = 4) -> list[list[int]]:
