@@ -91,7 +91,8 @@ def test_many_concurrent_clients_nothing_lost_outputs_exact_pages_back():
             text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
             prompts.append(tok.encode(text, add_special_tokens=False))
         else:
-            text = f"<|system|>{TENANTS[i % 4]}<|end|><|user|>{QUESTIONS[i % 6]}<|end|><|assistant|>"
+            text = (f"<|system|>{TENANTS[i % 4]}<|end|><|user|>{QUESTIONS[i % 6]}<|end|>"
+                    "<|assistant|>")
             bodies.append({"prompt": text})
             prompts.append(offline.encode(text))
         bodies[-1].update(max_tokens=MAX_TOKENS, temperature=0, return_token_ids=True)
