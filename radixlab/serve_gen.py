@@ -3,8 +3,8 @@ the engine loop, assemble each choice's text (incremental detokenization, stop s
 answer whole or as server-sent events. A client that goes away aborts its requests.
 
 `n > 1` runs n independent engine requests on the same prompt (choice i seeded by key i);
-they share the prompt's KV through the prefix cache: the router admits the first and defers
-the others until its prompt is cached (with the lpm policy), so the prompt is computed once.
+they share the prompt's KV through the prefix cache: with a match-aware policy (lpm) the router
+admits the first and defers the others until its prompt is cached, so it is computed once.
 """
 
 from __future__ import annotations
