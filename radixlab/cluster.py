@@ -55,14 +55,25 @@ def _post(url: str, timeout: float = 10.0) -> Any:
         return json.loads(resp.read() or b"null")
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the parent dies (Linux)."""
+def _load_prctl() -> Any:
+    """libc's prctl, resolved here in the parent: the child may only call it between fork and
+    exec (importing or loading a library there could deadlock)."""
+    if sys.platform != "linux":
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux PR_SET_PDEATHSIG)."""
+    _PRCTL(1, signal.SIGTERM)
 
 
 class Cluster:
@@ -94,13 +105,12 @@ class Cluster:
     # ---------------------------------------------------------------- processes
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         try:
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=_die_with_parent if sys.platform == "linux"
-                                    else None)
+                                    preexec_fn=_die_with_parent if _PRCTL else None)
         finally:
             log.close()
 
