@@ -40,7 +40,7 @@ def test_two_thousand_requests_end_with_every_page_free(model, one_thread):
     engine = Engine(model=model, page_size=4, pool_tokens=192, max_running=12,
                     max_prefill_tokens=48)
     prefixes = [rng.integers(0, VOCAB, int(n)).tolist() for n in (20, 12, 28, 6)]
-    handles, streams, refused, checked = [], [], 0, []
+    handles, refused, checked, dropped = [], 0, [], 0
     submitted = 0
     while submitted < 2000 or engine.has_work():
         for _ in range(int(rng.integers(0, 6)) if submitted < 2000 else 0):
@@ -62,6 +62,7 @@ def test_two_thousand_requests_end_with_every_page_free(model, one_thread):
                 if rng.random() < 0.5:
                     next(stream, None)
                 del stream                                        # dropped: aborted
+                dropped += 1
             else:
                 h = engine.submit(prompt, n)
                 handles.append(h)
@@ -77,7 +78,7 @@ def test_two_thousand_requests_end_with_every_page_free(model, one_thread):
     gc.collect()
     engine.step()
     assert all(h.finished for h in handles)
-    assert refused > 0 and sum(h.preemptions for h in handles) > 0
+    assert refused > 0 and dropped > 0 and sum(h.preemptions for h in handles) > 0
     assert sum(h.finish_reason == "abort" for h in handles) > 0
     mgr = engine.manager
     assert not engine.has_work() and mgr.prefix_cache.protected_size() == 0
