@@ -211,17 +211,17 @@ def test_router_backend_routes_and_keeps_invariants():
 
     trace = few_shot(48, 4, n_tasks=4, rate=20.0, tokenize=B, seed=5)
     built = []
-    original = fleet._RouterReplica.__init__
+    original = fleet.RouterReplica.__init__
 
     def spy(self, *args, **kwargs):
         original(self, *args, **kwargs)
         built.append(self)
 
-    fleet._RouterReplica.__init__ = spy
+    fleet.RouterReplica.__init__ = spy
     try:
         ca = simulate_fleet(trace, 3, "cache-aware", backend="router", capacity_tokens=4096)
     finally:
-        fleet._RouterReplica.__init__ = original
+        fleet.RouterReplica.__init__ = original
     rr = simulate_fleet(trace, 3, "round-robin", backend="router", capacity_tokens=4096)
     assert ca.summary()["hit_rate"] > rr.summary()["hit_rate"] + 0.05
     assert len(ca.requests) == 48 and len(built) == 3
