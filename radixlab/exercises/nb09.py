@@ -18,6 +18,7 @@ import numpy as np
 
 from radixlab.cost_model import CostModelExecutor
 from radixlab.exercises.framework import Case
+from radixlab.exercises.router_suite import Queue
 from radixlab.exercises.system import SystemExercise
 from radixlab.memory import KVCacheManager, PageAllocator
 from radixlab.policy import Candidate
@@ -34,21 +35,6 @@ def reference_policy(cands: Sequence[Candidate], rng: Any = None) -> list[Candid
     number of times (about a rival's cached prefix / AGE_TOKENS)."""
     newest = max((c.seq for c in cands), default=0)
     return sorted(cands, key=lambda c: (-(c.prefix_len + AGE_TOKENS * (newest - c.seq)), c.seq))
-
-
-class Queue:
-    """A case: one waiting queue handed to the policy."""
-
-    def __init__(self, *rows: tuple) -> None:
-        self.rows = rows
-
-    def candidates(self) -> list[Candidate]:
-        return [Candidate(rid, seq, cached, tuple(path)) for rid, seq, cached, *path in self.rows]
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"r{r[0]}(seq {r[1]}, cached {r[2]})" for r in self.rows[:4])
-        more = f", ... {len(self.rows)} in all" if len(self.rows) > 4 else ""
-        return f"queue[{shown}{more}]"
 
 
 class Serve:
