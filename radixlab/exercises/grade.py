@@ -141,17 +141,20 @@ def paste_solutions(nb: dict) -> dict:
     the checkers themselves. Works on the notebook dict in place and returns it."""
     import ast
 
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    imports = [found for src in code for found in _IMPORT.findall(src)]
     for cell in nb["cells"]:
         src = "".join(cell["source"])
         if cell["cell_type"] != "code" or "check_" not in src:
             continue
-        modules = dict(_IMPORT.findall(src))
+        modules = {}
+        for m, names in imports:
+            modules[m] = modules.get(m, "") + "," + names
         for check, target in re.findall(r"\b(check_\w+)\(\s*(\w+)", src):
             module = next((m for m, names in modules.items() if check in names), None)
             if module is None:
                 continue
-            mod = importlib.import_module(f"radixlab.exercises.{module}")
-            ex = getattr(mod, check).__self__
+            ex = getattr(importlib.import_module(f"radixlab.exercises.{module}"), check).__self__
             model = getattr(ex, "answer", None) or ex.reference
             tree = ast.parse(src)
             stub = next((n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)
@@ -160,19 +163,21 @@ def paste_solutions(nb: dict) -> dict:
                 continue
             lines = src.splitlines(keepends=True)
             start = (stub.decorator_list[0].lineno if stub.decorator_list else stub.lineno) - 1
-            src = ("".join(lines[:start]) + solution_source(model, target, mod)
+            src = ("".join(lines[:start]) + solution_source(model, target)
                    + "".join(lines[stub.end_lineno:]))
         cell["source"] = src
     return nb
 
 
-def solution_source(model: Any, name: str, mod: Any) -> str:
+def solution_source(model: Any, name: str) -> str:
     """The model solution's code renamed to `name`, without annotations (a notebook cell would
-    evaluate them), preceded by an import of the module globals it uses."""
+    evaluate them), preceded by an import of the globals of its module that it uses."""
     import ast
     import inspect
     import textwrap
 
+    model = getattr(model, "fn", model)  # under a @triton.jit wrapper
+    mod = sys.modules[model.__module__]
     node = ast.parse(textwrap.dedent(inspect.getsource(model))).body[0]
     node.name = name
     for fn in ast.walk(node):
