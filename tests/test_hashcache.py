@@ -150,12 +150,19 @@ def test_no_cache_is_inert():
 # LRU queue, after every step.
 
 HASH_CHAIN = hash_chain_suite().part("operations")
+HASH_LRU = hash_chain_suite().part("lru order")
 
 
 @settings(max_examples=300)
 @given(example=HASH_CHAIN.examples)
 def test_matches_a_dict_of_block_prefixes(example):
     HASH_CHAIN.replay(HashPrefixCache, example, Trace())
+
+
+@settings(max_examples=150)
+@given(example=HASH_LRU.examples)
+def test_evicts_in_the_order_of_the_models_lru_queue(example):
+    HASH_LRU.replay(HashPrefixCache, example, Trace())
 
 
 # ---------------------------------------------------------------- radix vs hash

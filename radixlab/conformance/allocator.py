@@ -46,6 +46,8 @@ def _expect_error(trace: Trace, alloc: Any, method: str, arg: Any, kind: type,
         getattr(alloc, method)(arg)
     except kind as err:
         trace.note(f" -> {type(err).__name__}: {err}")
+    except Exception as err:  # the wrong kind of error
+        trace.fail(f"expected {kind.__name__} ({why}), got {type(err).__name__}: {err}")
     else:
         trace.fail(f"expected {kind.__name__} ({why}), but the call succeeded")
     trace.require(_state(alloc) == before, lambda: (

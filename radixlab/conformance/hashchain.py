@@ -1,6 +1,7 @@
 """The hash-chained block cache's conformance suite (vLLM automatic prefix caching semantics).
 
-Random insert / match / lock / unlock / evict sequences, with namespaces, against a naive model:
+Random insert / match / lock / unlock / evict sequences (`radixlab.conformance.ops`, eviction
+counted in blocks), with namespaces, against a naive model:
 a dict from every cached (namespace, token prefix ending on a block boundary) to its page, and the
 LRU queue of unlocked blocks (a used chain moves to the young end deepest first; unlocking puts
 blocks back deepest first; eviction takes the oldest). After every step: `insert` returned the
@@ -19,21 +20,10 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from radixlab.conformance.ops import OPS, smaller_operations
 from radixlab.conformance.report import Trace
 from radixlab.conformance.runner import Part, Suite, without_one_op
-
-SEQS = st.lists(st.sampled_from((1, 3, 5)), min_size=1, max_size=9)
-NAMESPACE = st.sampled_from([None, None, "a"])
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("insert"), SEQS, NAMESPACE),
-        st.tuples(st.just("match"), SEQS, NAMESPACE),
-        st.tuples(st.just("lock"), SEQS, NAMESPACE),
-        st.tuples(st.just("unlock"), st.integers(0, 5)),
-        st.tuples(st.just("evict"), st.integers(0, 6)),
-    ),
-    max_size=24,
-)
+from radixlab.conformance.tree import LRU_OPS
 
 
 class Model:
@@ -67,13 +57,17 @@ def _text(trace: Trace, key: tuple) -> str:
     return trace.tokens(toks) + ("" if ns is None else f" in namespace {ns!r}")
 
 
-def _contents(cache: Any) -> Counter:
+def _contents(cache: Any, trace: Trace) -> Counter:
     """(token prefix, page) of every block, rebuilt from export() (namespaces are not exported)."""
     blocks = {b["id"]: b for b in cache.export()["blocks"]}
     out: Counter = Counter()
     for b in blocks.values():
-        toks, cur = [], b
+        toks, cur, seen = [], b, 0
         while cur is not None:
+            seen += 1
+            if seen > len(blocks):
+                trace.fail(f"the block in page {b['page']} is its own ancestor: two blocks got "
+                           "the same hash, so one replaced the other in the dict")
             toks = list(cur["tokens"]) + toks
             cur = blocks.get(cur["parent"]) if cur["parent"] is not None else None
         out[(tuple(toks), int(b["page"]))] += 1
@@ -105,7 +99,7 @@ def replay(make: Any, example: tuple[int, list], trace: Trace) -> None:
                 chain.append(key)
             model.touch(chain)
             next_page += n
-        elif op in ("match", "lock"):
+        elif op in ("match", "match_lock"):
             ns = rest[0]
             trace.say(f"match {trace.tokens(arg)}{'' if ns is None else f' in namespace {ns!r}'}")
             m = cache.match_prefix(arg, namespace=ns)
@@ -117,7 +111,7 @@ def replay(make: Any, example: tuple[int, list], trace: Trace) -> None:
                           "match returned slots that are not whole pages")
             trace.expect(got, want, "pages of the cached leading blocks")
             model.touch(chain)
-            if op == "lock":
+            if op == "match_lock":
                 cache.inc_lock_ref(m.node)
                 trace.note(", lock them")
                 for k in chain:
@@ -140,8 +134,8 @@ def replay(make: Any, example: tuple[int, list], trace: Trace) -> None:
         _check(cache, model, trace)
 
 
-def _evict(cache: Any, model: Model, blocks: int, trace: Trace) -> None:
-    ps = model.ps
+def _evict(cache: Any, model: Model, arg: int, trace: Trace) -> None:
+    ps, blocks = model.ps, arg % 4  # a few blocks at a time, so the order shows
     trace.say(f"evict({blocks * ps})")
     freed = (np.asarray(cache.evict(blocks * ps))[::ps] // ps).tolist()
     trace.note(f" -> pages {freed}")
@@ -159,7 +153,7 @@ def _evict(cache: Any, model: Model, blocks: int, trace: Trace) -> None:
 def _check(cache: Any, model: Model, trace: Trace) -> None:
     ps = model.ps
     want = Counter((k[1], p) for k, p in model.page.items())
-    got = _contents(cache)
+    got = _contents(cache, trace)
     if got != want:
         extra = sorted(got - want)
         missing = sorted(want - got)
@@ -174,10 +168,46 @@ def _check(cache: Any, model: Model, trace: Trace) -> None:
     trace.expect(int(cache.evictable_size()), len(model.queue) * ps, "evictable_size()")
 
 
+def lru_operations(example: tuple[int, list]) -> list[tuple]:
+    """The tree suite's LRU scenario (runs of tokens grown below earlier ones, touched by
+    match or insert, evicted a few blocks at a time) as this suite's operations."""
+    ps, ops = example
+    paths: list[list[int]] = []
+    firsts: dict[int, set[int]] = {}
+    out: list[tuple] = []
+    for op in ops:
+        if op[0] == "grow":
+            pick = op[1] % (len(paths) + 1)
+            parent = paths[pick - 1] if pick else []
+            used = firsts.setdefault(pick, set())
+            first = next((t for t in range(16) if t not in used), None)
+            if first is None:
+                continue
+            used.add(first)
+            path = parent + [first] + [(first + j + 1) % 16 for j in range(op[2] * ps - 1)]
+            paths.append(path)
+            out.append(("insert", path, None))
+        elif op[0] == "touch" and paths:
+            path = paths[op[1] % len(paths)]
+            out.append(("match" if op[2] == "match" else "insert", path, None))
+        elif op[0] == "evict":
+            out.append(("evict", op[1]))
+    return out
+
+
+def replay_lru(make: Any, example: tuple[int, list], trace: Trace) -> None:
+    """Replay the LRU scenario; the model's queue says which blocks evict must free."""
+    replay(make, (example[0], lru_operations(example)), trace)
+
+
 def hash_chain_suite(page_sizes: tuple[int, ...] = (1, 2, 3), max_examples: int = 200) -> Suite:
     """The suite a hash-chained block cache must pass."""
-    smoke = (2, [("insert", [1, 3, 5, 1], None), ("lock", [1, 3, 5], None), ("unlock", 0),
-                 ("evict", 1)])
+    smoke = (2, [("insert", [1, 3, 5, 1], None), ("match_lock", [1, 3, 5], None),
+                 ("unlock", 0), ("evict", 1)])
     part = Part("operations", st.tuples(st.sampled_from(page_sizes), OPS), replay, smoke,
-                max_examples, lambda ex: f"page_size={ex[0]}", without_one_op)
-    return Suite("hash-chained block cache", [part])
+                max_examples, lambda ex: f"page_size={ex[0]}", smaller_operations,
+                hypothesis_shrinks=False)
+    lru = Part("lru order", st.tuples(st.sampled_from(page_sizes), LRU_OPS), replay_lru,
+               (1, [("grow", 0, 1), ("grow", 0, 1), ("touch", 0, "match"), ("evict", 1)]),
+               max_examples // 2, lambda ex: f"page_size={ex[0]}", without_one_op)
+    return Suite("hash-chained block cache", [part, lru])

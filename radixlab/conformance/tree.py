@@ -20,55 +20,14 @@ through `tree.root`, `node.children` (a dict), `node.key`, `node.value`, `node.p
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
+from radixlab.conformance.ops import OPS, smaller_operations
 from radixlab.conformance.report import Trace
 from radixlab.conformance.runner import Part, Suite, without_one_op
-
-BASES = ([1, 3, 5, 1, 3, 5, 1, 3, 5], [1, 3, 5, 1, 1, 3, 6, 6], [3, 3, 3, 3, 5, 5, 5, 5])
-ALPHABET = (1, 3, 5, 6)  # small ids, so that random sequences share prefixes
-_FROM_BASE = st.builds(lambda b, cut, tail: BASES[b][:cut] + tail, st.integers(0, 2),
-                       st.integers(1, 9), st.lists(st.sampled_from(ALPHABET), max_size=2))
-# Mostly prefixes of a few shared "documents" (so that paths share prefixes, branch and split
-# several levels deep, and matches find what inserts stored), sometimes anything.
-TOKENS = st.one_of(_FROM_BASE, _FROM_BASE, _FROM_BASE, st.lists(st.sampled_from(ALPHABET),
-                                                                 max_size=9))
-NAMESPACE = st.sampled_from([None, None, None, "a"])
-KINDS = ("insert", "insert", "match", "match_lock", "match_lock", "unlock", "evict")
-
-
-@st.composite
-def _ops(draw: Any, max_ops: int = 20) -> list[tuple]:
-    """Random operations whose token lists often reuse an earlier one: a prefix of it, or it
-    with a few tokens more. So matches find what inserts stored, later inserts split locked
-    edges, and trees grow several levels deep, which independent lists reach only rarely."""
-    seqs: list[list[int]] = []
-    ops: list[tuple] = []
-    for _ in range(draw(st.integers(1, max_ops))):
-        kind = draw(st.sampled_from(KINDS))
-        if kind == "unlock":
-            ops.append((kind, draw(st.integers(0, 7))))
-        elif kind == "evict":
-            ops.append((kind, draw(st.integers(0, 12))))
-        else:
-            if seqs and draw(st.integers(0, 2)):
-                base = seqs[draw(st.integers(0, len(seqs) - 1))]
-                seq = base[: draw(st.integers(0, len(base)))] + draw(
-                    st.lists(st.sampled_from(ALPHABET), max_size=3))
-            else:
-                seq = draw(TOKENS)
-            if kind == "insert" and not seq:
-                seq = [ALPHABET[0]]
-            seqs.append(seq)
-            ops.append((kind, seq, draw(NAMESPACE)))
-    return ops
-
-
-OPS = _ops()
 
 
 def tree_contents(tree: Any) -> dict[tuple, tuple[int, ...]]:
@@ -321,28 +280,6 @@ def _replay_evict(tree: Any, model: Model, need: int, trace: Trace) -> None:
     trace.require(not unknown, lambda: f"evict returned slots {sorted(unknown)} the tree did not "
                   "hold")
     model.cache = kept
-
-
-def smaller_operations(example: tuple[int, list]) -> Iterator[tuple[int, list]]:
-    """Smaller valid examples: one operation less, then shorter token lists, smaller counts,
-    page_size 1 (the tree ops' strategy draws dependent values, too costly for hypothesis'
-    shrinker)."""
-    page_size, ops = example
-    yield from without_one_op(example)
-    for i, op in enumerate(ops):
-        if len(op) == 3 and op[1]:
-            keep = 1 if op[0] == "insert" else 0
-            for seq in (op[1][:-1], op[1][1:]):
-                if len(seq) >= keep:
-                    yield page_size, ops[:i] + [(op[0], seq, op[2])] + ops[i + 1:]
-        if len(op) == 3 and op[2] is not None:
-            yield page_size, ops[:i] + [(op[0], op[1], None)] + ops[i + 1:]
-        if len(op) == 2 and op[1] > 0:
-            yield page_size, ops[:i] + [(op[0], op[1] - 1)] + ops[i + 1:]
-    if any(len(op) == 3 and op[2] is not None for op in ops):
-        yield page_size, [(op[0], op[1], None) if len(op) == 3 else op for op in ops]
-    if page_size > 1:
-        yield 1, ops
 
 
 def _describe(example: tuple[int, list]) -> str:

@@ -8,12 +8,15 @@ package's own classes (`RadixTree`, `PageAllocator`, `BlockTables`, `HashPrefixC
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable
+from collections import Counter
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
+from radixlab.exercises.allocator_base import OutOfPagesError, PageAllocatorBase
 from radixlab.exercises.hash_base import ROOT_HASH, BlockChain, HashCacheBase, HashMatch
+from radixlab.exercises.tables_base import PageTablesBase, pages_to_slots
 from radixlab.exercises.tree_base import MatchResult, Node, RadixTreeBase
 
 
@@ -113,3 +116,98 @@ class SolutionHashCache(HashCacheBase):
             chain.append(hit)
         self.touch(chain)
         return HashMatch(self.slots_of(chain), BlockChain(tuple(chain)))
+
+
+class SolutionPageAllocator(PageAllocatorBase):
+    """Notebook 03: alloc / share / release with refcounts; every check before any change."""
+
+    def check_known(self, pages: list[int]) -> None:
+        for p in pages:
+            if not 0 <= p < self.num_pages:
+                raise ValueError(f"unknown page {p} (the pool has pages 0..{self.num_pages - 1})")
+
+    def alloc(self, n: int) -> np.ndarray:
+        free = self.free_pages()
+        if n > len(free):
+            raise OutOfPagesError(n, len(free))
+        pages = free[:n]
+        self.ref[pages] = 1
+        return pages
+
+    def share(self, pages: Any) -> None:
+        pages = self.page_list(pages)
+        self.check_known(pages)
+        for p in pages:
+            if self.ref[p] == 0:
+                raise ValueError(f"cannot share page {p}: it is free")
+        for p in pages:
+            self.ref[p] += 1
+
+    def release(self, pages: Any) -> np.ndarray:
+        counts = Counter(self.page_list(pages))
+        self.check_known(list(counts))
+        for p, c in counts.items():
+            if self.ref[p] < c:
+                raise ValueError(f"double free: page {p} has {self.ref[p]} holders, released {c}x")
+        for p, c in counts.items():
+            self.ref[p] -= c
+        return np.array(sorted(p for p in counts if self.ref[p] == 0), dtype=np.int64)
+
+
+def solution_slots(page_table: Sequence[int], page_size: int, length: int) -> np.ndarray:
+    """Notebook 03: the slot of position i is table[i // page_size] * page_size + i % page_size."""
+    pos = np.arange(length)
+    return np.asarray(page_table, dtype=np.int64)[pos // page_size] * page_size + pos % page_size
+
+
+class SolutionPageTables(PageTablesBase):
+    """Notebook 04: grow a request; copy its last page first if it is partly filled and shared."""
+
+    def plan_append(self, rid: Hashable, n: int) -> tuple[int, bool]:
+        pages, length = self.table[rid], self.length_of[rid]
+        if n == 0:
+            return 0, False
+        cow = length % self.page_size != 0 and self.allocator.refcount(pages[-1]) > 1
+        return self.pages_for(length + n) - len(pages) + int(cow), cow
+
+    def append(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        needed, cow = self.plan_append(rid, n)
+        new = [int(p) for p in self.allocator.alloc(needed)]  # raises before any change
+        pages, copies = self.table[rid], []
+        if cow:
+            src, dst = pages[-1], new.pop(0)
+            self.allocator.release([src])
+            pages[-1] = dst
+            copies.append((src, dst))
+        pages.extend(new)
+        start = self.length_of[rid]
+        self.length_of[rid] = start + n
+        return pages_to_slots(pages, self.page_size, start + n)[start:], copies
+
+
+def solution_generate(model: Any, input_ids: Any, max_new_tokens: int,
+                      eos_token_id: int) -> list[int]:
+    """Notebook 01: prefill once, then one token at a time through the KV cache."""
+    out = model(input_ids, use_cache=True)
+    new: list[int] = []
+    while len(new) < max_new_tokens:
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        new.append(int(token))
+        if new[-1] == eos_token_id or len(new) == max_new_tokens:
+            break
+        out = model(token, past_key_values=out.past_key_values, use_cache=True)
+    return new
+
+
+def solution_prefill_flops(config: Any, n_new: int, n_cached: int = 0) -> int:
+    """Notebook 01: 2 FLOPs per multiply-add of each weight matrix a token meets, plus attention
+    of each new position p over its p + 1 keys."""
+    hidden, heads, kv_heads = config.hidden_size, config.num_attention_heads, \
+        config.num_key_value_heads
+    head_dim = hidden // heads
+    per_layer = (2 * hidden * heads * head_dim           # q and o projections
+                 + 2 * hidden * kv_heads * head_dim      # k and v projections
+                 + 3 * hidden * config.intermediate_size)  # gate, up and down of the MLP
+    per_token = 2 * (config.num_hidden_layers * per_layer + hidden * config.vocab_size)
+    keys = sum(p + 1 for p in range(n_cached, n_cached + n_new))
+    return per_token * n_new + config.num_hidden_layers * 2 * 2 * heads * head_dim * keys
