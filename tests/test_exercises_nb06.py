@@ -50,12 +50,25 @@ POLICY_MUTANTS = {
 @pytest.mark.parametrize("mutant", list(POLICY_MUTANTS), ids=lambda f: f.__name__)
 def test_policy_mutants_fail_on_the_case_that_explains_them(mutant):
     res = nb06.policy.evaluate(mutant)
-    assert res.status == "incorrect" and POLICY_MUTANTS[mutant] in res.case.note
+    assert res.status == "incorrect" and POLICY_MUTANTS[mutant] in res.steps[0]
 
 
 def test_policy_router_case_names_the_step():
     res = nb06.policy.evaluate(_deepest_node_first)
-    assert res.got.startswith("Router with lpm plans 'step ")
+    assert res.problem.startswith("Router with lpm plans 'step ")
+
+
+def test_policy_random_queues_find_what_the_cases_miss():
+    def wrong_on_four(cands, rng):  # right below four waiting requests, arrival order above
+        return lpm(cands) if len(cands) < 4 else sorted(cands, key=lambda c: c.seq)
+
+    from radixlab.conformance import run_suite
+    from radixlab.conformance.scheduling import lpm_suite
+
+    suite = lpm_suite()
+    res = run_suite(type(suite)(suite.name, suite.parts[1:]), wrong_on_four)
+    assert res.status == "incorrect" and res.part == "random queues"
+    assert res.headline == "4 waiting"  # shrunk to the smallest queue that shows it
 
 
 # ------------------------------------------------------------------------------------ step
@@ -132,7 +145,8 @@ def test_step_mutants_fail_with_a_readable_smallest_case(name):
     kwargs, expect = STEP_MUTANTS[name]
     res = nb06.step.evaluate(_variant(**kwargs))
     assert res.status == "incorrect", name
-    assert expect in res.case.note or expect in str(res.got), (name, res.case.note, res.got)
+    assert expect in res.steps[0] or expect in res.problem, (name, res.steps, res.problem)
+    assert res.steps[1].startswith("run(") and res.steps[-1].startswith("step ")
 
 
 def test_the_variant_builder_without_changes_is_the_reference():
@@ -148,7 +162,7 @@ def test_a_step_that_misuses_the_toolbox_gets_the_toolbox_error():
         return r.plan(work, [])
 
     res = nb06.step.evaluate(twice)
-    assert res.status == "incorrect" and "already has work" in str(res.error)
+    assert res.status == "incorrect" and "already has work" in res.problem
 
 
 # ------------------------------------------------------------------------------------ optimum
@@ -191,7 +205,7 @@ _requests = st.lists(
        st.sampled_from(["fcfs", "lpm", "dfs-weight"]), st.sampled_from([1, 4]))
 def test_reference_loop_plans_like_router_when_the_pool_holds_everything(
         reqs, budget, max_running, policy, page):
-    from radixlab.exercises.router_suite import Run
+    from radixlab.conformance.router_runs import Run
 
     run = Run("h", [(list(p), n, t) for p, n, t in reqs], pool=4096, page=page, budget=budget,
               max_running=max_running, policy=policy)
@@ -206,7 +220,7 @@ def test_reference_loop_plans_like_router_when_the_pool_holds_everything(
 @given(_requests, st.sampled_from([4, 16, 512]), st.integers(1, 4),
        st.sampled_from(["fcfs", "lpm"]), st.sampled_from([1, 4]), st.integers(36, 90))
 def test_reference_loop_is_correct_on_small_pools(reqs, budget, max_running, policy, page, pool):
-    from radixlab.exercises.router_suite import Run
+    from radixlab.conformance.router_runs import Run
 
     run = Run("h", [(list(p), n, t) for p, n, t in reqs], pool=pool - pool % page, page=page,
               budget=budget, max_running=max_running, policy=policy)

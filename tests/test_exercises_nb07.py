@@ -142,16 +142,22 @@ def test_update_accepts_the_kernels_own_and_reports_a_stub():
 @pytest.mark.parametrize("mutant", list(UPDATE_MUTANTS), ids=lambda f: f.fn.__name__)
 def test_update_mutants_fail_on_the_case_that_explains_them(mutant):
     res = dk.update.evaluate(mutant)
-    assert res.status == "incorrect" and UPDATE_MUTANTS[mutant] in res.case.note
-    assert res.got.startswith("request 0, query head 0 (40 keys, 3 blocks)") or \
-        "48 keys" in res.got
+    assert res.status == "incorrect" and UPDATE_MUTANTS[mutant] in res.steps[0]
+    assert res.problem.startswith("request 0, query head 0 (40 keys, 3 blocks)") or \
+        "48 keys" in res.problem
+
+
+def test_the_stub_is_named_in_the_not_attempted_verdict():
+    res = dk.update.evaluate(_stub_update)
+    assert res.status == "not attempted" and "_stub_update" in res.problem
 
 
 def test_the_torch_loop_runs_the_same_update_like_the_kernel():
+    from radixlab.conformance.decode_update import CASES
     from radixlab.exercises.decode_loop import decode_loop
 
-    for case in dk._cases():
-        q, k, v, table, lens, scale = case.args[0].tensors()
+    for _, batch in CASES:
+        q, k, v, table, lens, scale = batch.tensors()
         want = dk.run_decode(dk.reference_update, q, k, v, table, lens, scale)
         got = decode_loop(q, k, v, table, lens, scale, dk.reference_update)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -159,9 +165,9 @@ def test_the_torch_loop_runs_the_same_update_like_the_kernel():
 
 def test_decode_backend_sends_decode_rows_to_the_kernel():
     from radixlab.attention import paged_attention_extend
+    from radixlab.conformance.decode_update import Batch
 
-    q, k, v, table, lens, scale = dk.Batch([3, 9, 20], page_size=4, q_heads=2,
-                                           kv_heads=1).tensors()
+    q, k, v, table, lens, scale = Batch([3, 9, 20], page_size=4, q_heads=2, kv_heads=1).tensors()
     q_lens = torch.tensor([1, 4, 1])
     qq = torch.randn(int(q_lens.sum()), 2, q.shape[2])
     backend = dk.decode_backend(dk.reference_update)

@@ -64,26 +64,27 @@ def _crashes_when_empty(cands, rng):
 
 
 MUTANTS = {
-    _rids: ("one request", "returned [0]"),
-    _drops_last: ("one request", "returned []"),
-    _duplicates_first: ("one request", "not each candidate"),
-    _copies: ("one request", "not each candidate"),
-    _zeroes_prefix: ("three requests", "changed the fields"),
-    _global_random: ("", "equally seeded rng"),
+    _rids: ("one request", "-> [0 (not a Candidate)]", "each candidate it was given, once"),
+    _drops_last: ("one request", "-> []", "each candidate it was given, once"),
+    _duplicates_first: ("one request", "-> [r0, r0]", "each candidate it was given, once"),
+    _copies: ("one request", "-> [r0]", "each candidate it was given, once"),
+    _zeroes_prefix: ("three requests", "", "changed the fields"),
+    _global_random: ("", "", "equally seeded rng"),
 }
 
 
 @pytest.mark.parametrize("mutant", list(MUTANTS), ids=lambda f: f.__name__)
 def test_each_broken_policy_fails_with_a_readable_case(mutant):
     res = nb09.policy.evaluate(mutant)
-    note, got = MUTANTS[mutant]
-    assert res.status == "incorrect" and note in res.case.note and got in res.got
+    note, shown, problem = MUTANTS[mutant]
+    assert res.status == "incorrect" and note in res.steps[0]
+    assert res.steps[1].endswith(shown) and problem in res.problem
 
 
 def test_a_policy_that_raises_is_reported_with_its_error():
     res = nb09.policy.evaluate(_crashes_when_empty)
-    assert res.status == "incorrect" and "empty queue" in res.case.note
-    assert isinstance(res.error, ValueError)
+    assert res.status == "incorrect" and "empty queue" in res.steps[0]
+    assert res.problem.startswith("your code raised ValueError")
 
 
 def test_the_router_cases_catch_what_the_queues_cannot():
@@ -91,8 +92,8 @@ def test_the_router_cases_catch_what_the_queues_cannot():
         return [c for c in cands if len(c.node_path) <= 2]
 
     res = nb09.policy.evaluate(shallow_only)
-    assert res.status == "incorrect" and "in the router" in res.case.note
-    assert "never came out of the policy" in res.got
+    assert res.status == "incorrect" and "in the router" in res.steps[0]
+    assert "have not finished" in res.problem
 
 
 def test_a_registered_policy_runs_in_a_benchmark_sweep():

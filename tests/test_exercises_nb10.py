@@ -21,6 +21,12 @@ def test_accepts_the_reference_and_the_builtin_hybrid():
     assert nb10.route.evaluate(_stub).status == "not attempted"
 
 
+def test_check_returns_the_rule_when_right_and_the_reference_otherwise(capsys):
+    assert nb10.check_route(hybrid) is hybrid
+    assert nb10.check_route(_stub) is nb10.reference_route
+    assert "Not attempted" in capsys.readouterr().out
+
+
 def _or_instead_of_and(v):
     hi, lo = max(v.loads), min(v.loads)
     if hi - lo > v.balance_abs_threshold or hi > lo * v.balance_rel_threshold:
@@ -63,7 +69,7 @@ def _gap_at_least(v):
     return cache_aware(v)
 
 
-def _ties_round_robin(v):  # right on every single decision shown (k = 0), wrong in a fleet
+def _ties_round_robin(v):
     choice, reason = hybrid(v)
     if reason == "smallest tree":
         ties = [i for i in range(v.n) if v.tree_sizes[i] == min(v.tree_sizes)]
@@ -73,13 +79,13 @@ def _ties_round_robin(v):  # right on every single decision shown (k = 0), wrong
 
 MUTANTS = {
     cache_aware: "imbalanced",
-    _or_instead_of_and: "both conditions must hold",
+    _or_instead_of_and: "both load conditions must hold",
     _at_least_threshold: "exactly the threshold",
     _count_not_ratio: "only 20%",
     _largest_tree: "weak matches",
     _ties_to_highest: "empty fleet",
     _gap_at_least: "exactly the absolute threshold",
-    _ties_round_robin: "in the fleet",
+    _ties_round_robin: "in the fleet",  # right on every single decision (k = 0 there)
 }
 
 
@@ -87,7 +93,8 @@ MUTANTS = {
 def test_each_mutant_fails_on_the_case_that_explains_it(mutant):
     res = nb10.route.evaluate(mutant)
     assert res.status == "incorrect"
-    assert MUTANTS[mutant] in res.case.note
+    assert MUTANTS[mutant] in res.steps[0] or MUTANTS[mutant] == res.part
+    assert res.problem.startswith("the rule ")
 
 
 def test_a_registered_rule_drives_the_fleet():

@@ -71,20 +71,20 @@ def test_one_row_per_exercise_with_its_verdict_and_nothing_written_back(tmp_path
     rows, total = grade.grade_notebook(path, timeout=120)
     assert path.read_bytes() == before
     got = {r.exercise: r for r in rows}
-    assert [r.exercise for r in rows] == ["optimal hit rate", "route (SGLang cache_aware)",
-                                          "a scheduling policy of your own", "lpm policy"]
+    assert [r.exercise for r in rows] == ["optimal hit rate", "routing rule",
+                                          "scheduling policy", "lpm policy"]
     assert got["optimal hit rate"].verdict == "Not attempted"
-    assert got["route (SGLang cache_aware)"].verdict == "Correct"
-    mutant = got["a scheduling policy of your own"]
-    assert mutant.verdict == "Incorrect" and "one request" in mutant.detail
-    assert "not each candidate it was given" in mutant.detail and "\n" not in mutant.detail
+    assert got["routing rule"].verdict == "Correct"
+    mutant = got["scheduling policy"]
+    assert mutant.verdict == "Incorrect" and mutant.detail.startswith("one request: ")
+    assert "each candidate it was given, once" in mutant.detail and "\n" not in mutant.detail
     broken = got["lpm policy"]
     assert broken.verdict == "Incorrect" and "SyntaxError" in broken.detail
     assert broken.seconds is None and all(r.seconds is not None for r in rows[:3])
     assert total > 0
     table = grade.format_rows(rows)
     assert table.splitlines()[0].split() == ["notebook", "exercise", "time", "verdict"]
-    assert "05_x" in table and "Incorrect: (queue[r0(seq 0, cached 0)])" in table
+    assert "05_x" in table and "Incorrect: one request: returned something else" in table
 
 
 def test_exit_status_is_zero_only_when_every_exercise_is_correct(tmp_path, capsys, monkeypatch):
@@ -118,8 +118,7 @@ def test_a_mutant_pasted_into_notebook_10_gets_its_incorrect_row(tmp_path):
     path = tmp_path / "10_capstone.ipynb"
     nbformat.write(nb, path)
     rows, _ = grade.grade_notebook(path, timeout=300)
-    assert [(r.exercise, r.verdict) for r in rows] == [("route (SGLang cache_aware)",
-                                                        "Incorrect")]
+    assert [(r.exercise, r.verdict) for r in rows] == [("routing rule", "Incorrect")]
     assert "exactly the absolute threshold" in rows[0].detail
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 _IMPORT = re.compile(r"from\s+radixlab\.exercises\.(\w+)\s+import\s+\(?([^)\n]+)")
+_MODULES = re.compile(r"from\s+radixlab\.exercises\s+import\s+\(?([^)\n]+)")
+_CALL = re.compile(r"\b(?:(\w+)\.)?(check_\w+)\(\s*(\w+)?")
 
 
 @dataclass
@@ -89,10 +91,15 @@ def describe(result: Any) -> tuple[str, str]:
 
 
 def _detail(result: Any) -> str:
+    if hasattr(result, "problem") and hasattr(result, "steps"):  # a conformance Verdict
+        steps = list(result.steps)
+        if result.part == "cases" and steps:
+            where = steps[0]
+        else:
+            where = ", ".join(x for x in (result.part, result.headline) if x)
+        last = f" (at: {steps[-1]})" if len(steps) > 1 else ""
+        return f"{where}: {result.problem}{last}"
     case = getattr(result, "case", None)
-    if case is None and hasattr(result, "report"):
-        lines = [ln.strip() for ln in str(result.report()).splitlines() if ln.strip()]
-        return " / ".join(lines[1:3] or lines[:1])
     where = case.describe() if case is not None else "-"
     error = getattr(result, "error", None)
     if error is not None:
@@ -109,18 +116,51 @@ def _one_line(text: str, limit: int = 220) -> str:
 
 
 # ------------------------------------------------------------------------ outside
+def exercise_of(module: Any, check: Any) -> Any:
+    """The exercise object behind a `check_*` function: the instance of a bound `check` method,
+    or the module's exercise that a plain function calls."""
+    owner = getattr(check, "__self__", None)
+    if owner is not None:
+        return owner
+    from radixlab.exercises import framework
+
+    kinds = tuple(getattr(framework, n) for n in ("Exercise", "Build") if hasattr(framework, n))
+    for name in getattr(getattr(check, "__code__", None), "co_names", ()):
+        obj = getattr(module, name, None)
+        if isinstance(obj, kinds):
+            return obj
+    return None
+
+
+def _checks(nb: dict) -> list[tuple[str, str, str | None, int]]:
+    """(exercises module, check name, the name it is called on, cell index) for every call of
+    a `check_*` function the notebook imports (`from radixlab.exercises.nbXX import check_y`,
+    or `from radixlab.exercises import nbXX` and `nbXX.check_y(...)`), in notebook order."""
+    code = {i: "".join(c["source"]) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"}
+    imported: dict[str, str] = {}  # as the notebook runs: the latest import of a name wins
+    modules: set[str] = set()
+    out, seen = [], set()
+    for i, src in code.items():
+        for module, names in _IMPORT.findall(src):
+            imported.update({n.strip().split(" as ")[0]: module for n in names.split(",")})
+        for names in _MODULES.findall(src):
+            modules.update(n.strip() for n in names.split(","))
+        for prefix, check, target in _CALL.findall(src):
+            module = prefix if prefix in modules else None if prefix else imported.get(check)
+            if module is not None and (module, check) not in seen:
+                seen.add((module, check))
+                out.append((module, check, target or None, i))
+    return out
+
+
 def expected_exercises(nb: dict) -> list[tuple[str, str]]:
-    """(check function name, exercise name) for every `check_*` the notebook imports."""
+    """(check function name, exercise name) for every `check_*` the notebook calls."""
     out = []
-    for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        for module, names in _IMPORT.findall("".join(cell["source"])):
-            mod = importlib.import_module(f"radixlab.exercises.{module}")
-            for name in (n.strip() for n in names.split(",")):
-                fn = getattr(mod, name, None)
-                if name.startswith("check_") and hasattr(fn, "__self__"):
-                    out.append((name, fn.__self__.name))
+    for module, check, _target, _cell in _checks(nb):
+        mod = importlib.import_module(f"radixlab.exercises.{module}")
+        ex = exercise_of(mod, getattr(mod, check, None))
+        if ex is not None:
+            out.append((check, ex.name))
     return out
 
 
@@ -141,30 +181,24 @@ def paste_solutions(nb: dict) -> dict:
     the checkers themselves. Works on the notebook dict in place and returns it."""
     import ast
 
-    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    imports = [found for src in code for found in _IMPORT.findall(src)]
-    for cell in nb["cells"]:
+    for module, check, target, index in _checks(nb):
+        cell = nb["cells"][index]
         src = "".join(cell["source"])
-        if cell["cell_type"] != "code" or "check_" not in src:
+        mod = importlib.import_module(f"radixlab.exercises.{module}")
+        ex = exercise_of(mod, getattr(mod, check, None))
+        try:
+            body = ast.parse(src).body
+        except SyntaxError:
             continue
-        modules = {}
-        for m, names in imports:
-            modules[m] = modules.get(m, "") + "," + names
-        for check, target in re.findall(r"\b(check_\w+)\(\s*(\w+)", src):
-            module = next((m for m, names in modules.items() if check in names), None)
-            if module is None:
-                continue
-            ex = getattr(importlib.import_module(f"radixlab.exercises.{module}"), check).__self__
-            model = getattr(ex, "answer", None) or ex.reference
-            tree = ast.parse(src)
-            stub = next((n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)
-                         and n.name == target), None)
-            if stub is None:
-                continue
-            lines = src.splitlines(keepends=True)
-            start = (stub.decorator_list[0].lineno if stub.decorator_list else stub.lineno) - 1
-            src = ("".join(lines[:start]) + solution_source(model, target)
-                   + "".join(lines[stub.end_lineno:]))
+        stub = next((n for n in body if isinstance(n, ast.FunctionDef | ast.ClassDef)
+                     and n.name == target), None)
+        if ex is None or stub is None:
+            continue
+        model = getattr(ex, "answer", None) or ex.reference
+        lines = src.splitlines(keepends=True)
+        start = (stub.decorator_list[0].lineno if stub.decorator_list else stub.lineno) - 1
+        src = "".join(lines[:start]) + solution_source(model, target) + "".join(
+            lines[stub.end_lineno:])
         cell["source"] = src
     return nb
 

@@ -1,13 +1,14 @@
 """Exercises of notebook 06_router_and_scheduling: a scheduling policy, the router's step loop,
 and the offline optimum.
 
-- `policy`: lpm as a real policy function (`policy(candidates, rng) -> ordered candidates`),
-  checked on queues, then inside `Router`, whose plans must equal the built-in lpm's.
-- `step`: the step loop of `MiniRouter` (admission under the prefill-token budget, chunking,
-  continuous batching, the in-batch prefix check), checked by a conformance suite that replays
-  small traces and compares every plan with `Router`'s (or, where the pool is too small for
-  `Router`'s admission rule to apply, with the reference loop's), then the outputs with a
-  cache-free run, and that no page leaks.
+- `policy` (build): lpm as a real policy function (`policy(candidates, rng) -> ordered
+  candidates`), checked by `radixlab.conformance.scheduling.lpm_suite`: queues, then inside
+  `Router`, whose plans must equal the built-in lpm's.
+- `step` (build): the step loop of `MiniRouter` (admission under the prefill-token budget,
+  chunking, continuous batching, the in-batch prefix check), checked by
+  `radixlab.conformance.step_loop`: small traces, every plan compared with `Router`'s (or, where
+  the pool is too small for `Router`'s admission rule to apply, with the reference loop's), the
+  outputs with a cache-free run, and no page leaked.
 - `optimum`: the offline optimal hit rate, page size 1.
 """
 
@@ -16,10 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from radixlab.exercises.framework import Case, Exercise
+from radixlab.exercises.framework import Build, Case, Exercise
 from radixlab.exercises.mini_router import MiniRouter
-from radixlab.exercises.router_suite import Queue, Run, policy_runs, policy_verdict, step_runs
-from radixlab.exercises.system import SystemExercise
 from radixlab.policy import Candidate
 
 
@@ -28,36 +27,16 @@ def reference_lpm(cands: Sequence[Candidate], rng: Any = None) -> list[Candidate
     return sorted(cands, key=lambda c: (-c.prefix_len, c.seq))
 
 
-def _policy_harness(fn, case) -> Any:
-    if isinstance(case, Queue):
-        out = fn(case.candidates(), None)
-        return [f"r{c.rid}" if isinstance(c, Candidate) else f"{c!r} (not a Candidate)"
-                for c in out]
-    return policy_verdict(case, fn)
+def _lpm_suite() -> Any:
+    from radixlab.conformance.scheduling import lpm_suite
+
+    return lpm_suite()
 
 
-def _same(got: Any, expected: Any) -> bool:
-    return got == expected
-
-
-def _policy_cases() -> list[Case]:
-    return [
-        Case(Queue((0, 0, 0)), note="one request"),
-        Case(Queue((0, 0, 3), (1, 1, 9), (2, 2, 5)), note="different matches: longest first"),
-        Case(Queue((7, 0, 4), (3, 1, 4), (5, 2, 0), (1, 3, 4)),
-             note="ties keep arrival order (seq), not rid order"),
-        Case(Queue((2, 0, 0), (9, 1, 0), (4, 2, 16), (0, 3, 0)), note="unmatched: arrival order"),
-        Case(Queue(), note="an empty queue"),
-        *[Case(run, note=f"in the router: {run.note}") for run in policy_runs()],
-    ]
-
-
-policy = SystemExercise(
+policy = Build(
     name="lpm policy",
     reference=reference_lpm,
-    cases=_policy_cases,
-    harness=_policy_harness,
-    compare=_same,
+    suite=_lpm_suite,
     hints=[
         "Return the candidates themselves (not their rids), reordered.",
         "Sort by the cached prefix length, longest first: key=lambda c: -c.prefix_len.",
@@ -91,20 +70,16 @@ def reference_step(r: MiniRouter) -> Any:
     return r.plan(prefills, decodes)
 
 
-def _step_harness(fn, case: Run) -> str:
-    return case.check(fn, reference_step)
+def _step_suite() -> Any:
+    from radixlab.conformance.step_loop import step_loop_suite
+
+    return step_loop_suite(reference_step)
 
 
-def _step_cases() -> list[Case]:
-    return [Case(run, note=run.note) for run in step_runs()]
-
-
-step = SystemExercise(
+step = Build(
     name="router step loop",
     reference=reference_step,
-    cases=_step_cases,
-    harness=_step_harness,
-    compare=_same,
+    suite=_step_suite,
     hints=[
         "Three parts, in order: every running request that is past its prefill decodes one "
         "token (r.work(req, 1)); running requests still prefilling continue their prompt; then "
@@ -168,9 +143,16 @@ optimum = Exercise(
     ],
 )
 
-check_policy = policy.check
-check_step = step.check
+def check_policy(fn: Any) -> Any:
+    """Run the lpm suite on your policy; returns it when it passes, else the reference."""
+    return policy.check(fn)
+
+
+def check_step(fn: Any) -> Any:
+    """Run the step-loop suite on your step function; returns it when it passes, else the
+    reference loop."""
+    return step.check(fn)
+
+
 check_optimum = optimum.check
 
-__all__ = ["check_optimum", "check_policy", "check_step", "optimum", "policy",
-           "reference_lpm", "reference_optimal_hit_rate", "reference_step", "step"]

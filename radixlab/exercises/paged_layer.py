@@ -2,29 +2,26 @@
 
 The learner writes `layer(inp: LayerInput) -> [T, hidden]`: the attention block of one decoder
 layer over the paged pool (q/k/v projections, RoPE at each request's cached offset, K/V written
-into the new tokens' slots, paged attention, output projection). The conformance suite feeds it,
-layer by layer, the very hidden states `transformers` computes for the same prompt, chunk after
-chunk (so the second chunk attends to the K/V the learner's layer wrote for the first), and
-compares each output with the HF attention module's. `LayerModel` is `PagedModel` with the
-learner's layer in every decoder layer; `use_layer(engine, layer)` puts it under an `Engine`.
+into the new tokens' slots, paged attention, output projection). Its conformance suite
+(`radixlab.conformance.paged_layer`) feeds it, layer by layer, the very hidden states
+`transformers` computes for the same prompt, step after step (so a later step attends to the K/V
+the learner's layer wrote earlier), and compares each output with the HF attention module's.
+`LayerModel` is `PagedModel` with the learner's layer in every decoder layer;
+`use_layer(engine, layer)` puts it under an `Engine`.
 The shipped model is a Llama; the reference layer covers the Llama/Qwen2 attention.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from radixlab.exercises.framework import Case
-from radixlab.exercises.system import SystemExercise
+from radixlab.exercises.framework import Build
 from radixlab.kvpool import KVPool
-from radixlab.model import PagedModel, SeqInput, flatten_batch
-
-TOLERANCE = 1e-4
+from radixlab.model import PagedModel
 
 
 @dataclass
@@ -121,151 +118,24 @@ def use_layer(engine: Any, layer: Callable[[LayerInput], torch.Tensor]) -> Layer
     return model
 
 
-# ------------------------------------------------------------------ the conformance suite
-class Chunks:
-    """A case: prompts, each cut into chunks; chunk j of every prompt is one batch."""
-
-    def __init__(self, prompts: Sequence[Sequence[int]], cuts: Sequence[Sequence[int]],
-                 page_size: int = 4, seed: int = 0) -> None:
-        self.prompts = [list(p) for p in prompts]
-        self.cuts, self.page_size, self.seed = [list(c) for c in cuts], page_size, seed
-
-    def __repr__(self) -> str:
-        parts = []
-        for p, c in zip(self.prompts, self.cuts, strict=True):
-            bounds = [0, *c, len(p)]
-            parts.append("+".join(str(b - a) for a, b in zip(bounds, bounds[1:], strict=False)))
-        return f"chunks(tokens per step {', '.join(parts)}; page_size {self.page_size})"
+def _input(layer: Any, index: int, x: torch.Tensor, pool: KVPool, write_slots: torch.Tensor,
+           page_table: torch.Tensor, seq_lens: torch.Tensor, q_lens: torch.Tensor,
+           rotary: Any, attention: Any, plan: Any) -> LayerInput:
+    return LayerInput(layer, index, x, pool, LayerBatch(write_slots, page_table, seq_lens, q_lens),
+                      rotary, attention, plan)
 
 
-_HF: dict[str, Any] = {}
+def _suite() -> Any:
+    from radixlab.conformance.paged_layer import paged_layer_suite
+
+    return paged_layer_suite(_input, rotary_of)
 
 
-def _hf() -> torch.nn.Module:
-    if "model" not in _HF:
-        from radixlab.checkpoint import load_hf_model
-
-        _HF["model"] = load_hf_model()
-    return _HF["model"]
-
-
-def hf_attention_outputs(hf: torch.nn.Module, prompt: Sequence[int]) -> tuple[list, list]:
-    """Per layer: the hidden states entering the layer and its attention block's output, as
-    `transformers` computes them for the whole prompt ([len, hidden] each)."""
-    ins, outs, hooks = [], [], []
-    for layer in hf.model.layers:
-        hooks.append(layer.register_forward_pre_hook(
-            lambda mod, args, kwargs: ins.append(
-                (kwargs.get("hidden_states", args[0] if args else None))[0].detach()),
-            with_kwargs=True))
-        hooks.append(layer.self_attn.register_forward_hook(
-            lambda mod, args, out: outs.append(out[0][0].detach())))
-    try:
-        with torch.no_grad():
-            hf.model(torch.tensor([list(prompt)]))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return ins, outs
-
-
-def _layout(case: Chunks, pool: KVPool) -> list[np.ndarray]:
-    """Each prompt's slots, on whole pages drawn in a shuffled order."""
-    ps = case.page_size
-    rng = np.random.default_rng(case.seed)
-    order = rng.permutation(pool.num_pages)
-    out, used = [], 0
-    for p in case.prompts:
-        n = -(-len(p) // ps)
-        pages = order[used : used + n]
-        used += n
-        pos = np.arange(len(p))
-        out.append(pages[pos // ps] * ps + pos % ps)
-    return out
-
-
-def _harness(layer_fn: Callable[[LayerInput], torch.Tensor], case: Chunks) -> str:
-    from radixlab.attention import resolve_backend
-
-    hf = _hf()
-    ref = [hf_attention_outputs(hf, p) for p in case.prompts]
-    pool = KVPool.from_config(hf.config, page_size=case.page_size, pool_tokens=1024)
-    slots = _layout(case, pool)
-    rotary, attention = rotary_of(hf), resolve_backend("torch")
-    steps = max(len(c) for c in case.cuts) + 1
-    for step in range(steps):
-        seqs, rows = [], []
-        for r, (p, cuts) in enumerate(zip(case.prompts, case.cuts, strict=True)):
-            bounds = [0, *cuts, len(p)]
-            if step + 1 < len(bounds):
-                a, b = bounds[step], bounds[step + 1]
-                seqs.append(SeqInput(p[a:b], a, slots[r][:b]))
-                rows.append((r, a, b))
-        fb = flatten_batch(seqs, case.page_size)
-        view = LayerBatch(fb.write_slots, fb.page_table, fb.seq_lens, fb.q_lens)
-        plan = attention.prepare(fb.page_table, fb.seq_lens, fb.q_lens, case.page_size)
-        for i, layer in enumerate(hf.model.layers):
-            x = torch.cat([ref[r][0][i][a:b] for r, a, b in rows])
-            with torch.no_grad():
-                got = layer_fn(LayerInput(layer, i, layer.input_layernorm(x), pool, view,
-                                          rotary, attention, plan))
-            want = torch.cat([ref[r][1][i][a:b] for r, a, b in rows])
-            problem = _compare(got, want, rows, step, i)
-            if problem:
-                return problem
-    return "ok"
-
-
-def _compare(got: Any, want: torch.Tensor, rows: list, step: int, i: int) -> str | None:
-    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-        return f"step {step + 1}, layer {i}: returned {shape}, expected {tuple(want.shape)}"
-    diff = (got.float() - want).abs().nan_to_num(float("inf")).amax(-1)
-    if float(diff.max()) <= TOLERANCE:
-        return None
-    worst = int(diff.argmax())
-    t = worst
-    for r, a, b in rows:
-        if t < b - a:
-            cached = f", after {a} cached tokens" if a else ""
-            return (f"step {step + 1}, layer {i}: request {r}, position {a + t}{cached}: "
-                    f"max |diff| {float(diff[worst]):.3g} from transformers "
-                    f"(tolerance {TOLERANCE:g})")
-        t -= b - a
-    return None
-
-
-def _cases() -> list[Case]:
-    from radixlab.checkpoint import load_tokenizer
-
-    tok = load_tokenizer()
-    a = tok.encode("<|system|>You are a helpful assistant.<|end|><|user|>What does an owl say?"
-                   "<|end|><|assistant|>")
-    b = tok.encode("<|user|>What is the capital of Peru?<|end|><|assistant|>")
-    return [
-        Case(Chunks([a[:6]], [[]], page_size=1), note="one request, all new: six tokens"),
-        Case(Chunks([a], [[]], page_size=4), note="one request, all new, pages of 4"),
-        Case(Chunks([a], [[10]], page_size=4),
-             note="a cached prefix: the second step starts at position 10"),
-        Case(Chunks([a], [[8, 16, 17]], page_size=4, seed=1),
-             note="chunks and one-token steps (decode-like), on shuffled pages"),
-        Case(Chunks([a, b], [[12], [5]], page_size=4, seed=2),
-             note="a ragged batch: two requests with different cached prefixes"),
-        Case(Chunks([a, b], [[16], []], page_size=16, seed=3),
-             note="pages of 16: one request continues, one starts fresh"),
-    ]
-
-
-def _same(got: Any, expected: Any) -> bool:
-    return got == expected
-
-
-layer = SystemExercise(
+layer = Build(
     name="paged attention layer",
     reference=reference_layer,
-    cases=_cases,
-    harness=_harness,
-    compare=_same,
+    suite=_suite,
+    time_limit=30.0,
     hints=[
         "q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x), each .view(T, -1, "
         "attn.head_dim): q has the query heads, k and v the (fewer) KV heads.",
@@ -279,4 +149,7 @@ layer = SystemExercise(
     ],
 )
 
-check_layer = layer.check
+def check_layer(fn: Any) -> Any:
+    """Run the layer's suite against transformers; returns it when it passes, else the
+    reference layer."""
+    return layer.check(fn)

@@ -1,15 +1,18 @@
-"""Conformance cases for scheduling policies and router step loops (notebooks 06 and 09).
+"""Small traces through routers, for the scheduling suites (`scheduling`, `step_loop`).
 
 A `Queue` is one waiting queue handed to a policy. A `Run` is a small trace replayed through a
 router on the cost model; its plans are recorded as one line per step
 (`step 3: prefill r2[11:15] | decode r0 r1`), so a failing case names the first step where the
 learner's router did something else than the real one, in the terms of notebook 06's timelines.
+`runs(...)` draws random ones: prompts that extend a few shared prefixes, staggered arrivals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from hypothesis import strategies as st
 
 from radixlab.batch import BatchPlan
 from radixlab.cost_model import CostModelExecutor
@@ -54,12 +57,14 @@ class _Recorder:
         self.inner = CostModelExecutor(page_size=page_size, vocab_size=VOCAB)
         self.lines: list[str] = []
         self.problem: str | None = None
+        self.problem_step = 0
 
     def execute(self, plan: BatchPlan) -> Any:
         line = describe_plan(plan)
         self.lines.append(line)
         if self.problem is None:
             self.problem = self._rules(plan, line)
+            self.problem_step = len(self.lines) - 1
         return self.inner.execute(plan)
 
     def _rules(self, plan: BatchPlan, line: str) -> str | None:
@@ -113,9 +118,10 @@ class Run:
             if "did not finish" not in str(exc):
                 raise
             stuck = sorted(r.rid for r in router.waiting + router.running)
-            rec.problem = rec.problem or (
-                f"after {MAX_STEPS} steps requests {stuck} have not finished "
-                f"(last plan: {rec.lines[-1] if rec.lines else 'none'})")
+            if rec.problem is None:
+                rec.problem = (f"after {MAX_STEPS} steps requests {stuck} have not finished "
+                               f"(last plan: {rec.lines[-1] if rec.lines else 'none'})")
+                rec.problem_step = max(0, len(rec.lines) - 1)
         return router, rec
 
     def router(self, policy: Any = None) -> tuple[Any, _Recorder]:
@@ -124,12 +130,13 @@ class Run:
             mgr, policy=self.policy if policy is None else policy,
             max_prefill_tokens=self.budget, max_running=self.max_running, vocab_size=VOCAB))
 
-    def mini(self, step_fn: Callable[..., Any]) -> tuple[Any, _Recorder]:
-        """Replay through `MiniRouter` with `step_fn`."""
+    def mini(self, step_fn: Callable[..., Any], policy: Any = None) -> tuple[Any, _Recorder]:
+        """Replay through `MiniRouter` (the notebook-06 skeleton) with `step_fn`."""
         from radixlab.exercises.mini_router import MiniRouter
 
         return self.replay(lambda mgr: MiniRouter(
-            mgr, step_fn, policy=self.policy, max_prefill_tokens=self.budget,
+            mgr, step_fn, policy=self.policy if policy is None else policy,
+            max_prefill_tokens=self.budget,
             max_running=self.max_running, vocab_size=VOCAB))
 
     def outputs_problem(self, router: Any, rec: _Recorder) -> str | None:
@@ -148,27 +155,41 @@ class Run:
 
     def check(self, step_fn: Callable[..., Any], reference_step: Callable[..., Any]) -> str:
         """'ok', or the first thing the learner's step loop did wrong on this run."""
+        return self.verdict(step_fn, reference_step)[1] or "ok"
+
+    def verdict(self, step_fn: Callable[..., Any], reference_step: Callable[..., Any]
+                ) -> tuple[list[str], str | None]:
+        """The learner's plan lines up to the first problem, and that problem (None if none)."""
         router, rec = self.mini(step_fn)
-        if rec.problem:
-            return rec.problem
         if self.against == "router":
             _, expected = self.router()
             who = "Router"
         else:
             _, expected = self.mini(reference_step)
             who = "the reference loop"
-        diff = first_difference(rec.lines, expected.lines, who)
-        return diff or self.outputs_problem(router, rec) or "ok"
+        diff = first_difference_at(rec.lines, expected.lines, who)
+        if rec.problem and (diff is None or rec.problem_step <= diff[0]):
+            return rec.lines[: rec.problem_step + 1], rec.problem
+        if diff is not None:
+            return rec.lines[: diff[0] + 1], diff[1]
+        return rec.lines, self.outputs_problem(router, rec)
+
+
+def first_difference_at(mine: list[str], theirs: list[str], who: str
+                        ) -> tuple[int, str] | None:
+    """(index, words) of the first step at which two runs planned differently."""
+    for i, (a, b) in enumerate(zip(mine, theirs, strict=False)):
+        if a != b:
+            return i, f"{who} plans '{b}', yours '{a}'"
+    if len(mine) != len(theirs):
+        return min(len(mine), len(theirs)), f"{who} took {len(theirs)} steps, yours {len(mine)}"
+    return None
 
 
 def first_difference(mine: list[str], theirs: list[str], who: str) -> str | None:
     """The first step at which two runs planned differently, in words."""
-    for a, b in zip(mine, theirs, strict=False):
-        if a != b:
-            return f"{who} plans '{b}', yours '{a}'"
-    if len(mine) != len(theirs):
-        return f"{who} took {len(theirs)} steps, yours {len(mine)}"
-    return None
+    found = first_difference_at(mine, theirs, who)
+    return None if found is None else found[1]
 
 
 def policy_verdict(run: Run, fn: Callable[..., Any]) -> str:
@@ -229,3 +250,40 @@ def step_runs() -> list[Run]:
             [(sys + _ids(6, 31 * i), 3, 0.004 * i) for i in range(6)], pool=128, page=4,
             budget=20, max_running=3, policy="lpm", against="reference"),
     ]
+
+
+_BASES = (_ids(40, 5), _ids(24, 300), _ids(12, 150))
+
+
+@st.composite
+def runs(draw: Any, small_pool: bool = False, policies: tuple = ("fcfs", "lpm", "dfs-weight")
+         ) -> Run:
+    """A random small run: 1-6 requests extending a few shared prefixes, staggered arrivals,
+    a budget, max_running, policy and page size; with `small_pool`, a pool that holds only one
+    or two requests at a time (compared with the reference loop, not `Router`)."""
+    reqs, t = [], 0.0
+    for _ in range(draw(st.integers(1, 6))):
+        base = _BASES[draw(st.integers(0, 2))]
+        prompt = base[: draw(st.integers(0, len(base)))] + _ids(draw(st.integers(1, 12)),
+                                                              draw(st.integers(0, 400)))
+        t += draw(st.sampled_from([0.0, 0.0, 0.003, 0.01, 0.05]))
+        reqs.append((prompt, draw(st.integers(1, 4)), t))
+    page = draw(st.sampled_from([1, 4]))
+    longest = max(len(p) + n for p, n, _ in reqs)
+    pool = (longest + draw(st.integers(0, longest))) if small_pool else 4096
+    pool = -(-pool // page) * page + page
+    return Run("random", reqs, pool=pool, page=page, budget=draw(st.sampled_from([8, 16, 512])),
+               max_running=draw(st.integers(1, 4)), policy=draw(st.sampled_from(policies)),
+               against="reference" if small_pool else "router")
+
+
+def starving_run() -> Run:
+    """Few-shot questions on one hot examples block and, third in line, one request that matches
+    nothing, two running at a time (notebook 06's starvation stream, small)."""
+    from radixlab.workloads import byte_tokenize, few_shot, no_sharing
+
+    shots = few_shot(24, 3, seed=3, rate=100.0, max_new_tokens=4, tokenize=byte_tokenize)
+    loner = no_sharing(1, seed=4, max_new_tokens=4, tokenize=byte_tokenize)[0]
+    reqs = [(list(r.prompt_ids), 4, r.arrival) for r in shots]
+    reqs.insert(2, (list(loner.prompt_ids), 4, reqs[1][2]))
+    return Run("starvation", reqs, pool=2048, max_running=2, budget=256)
