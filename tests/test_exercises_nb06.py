@@ -244,3 +244,37 @@ def test_mini_router_rejects_what_can_never_fit_and_bad_input():
     assert not r.requests and not r.waiting
     with pytest.raises(TypeError, match="step_fn"):
         MiniRouter(r.mgr, "not a function")
+
+
+# ------------------------------------------------------------------ the workload of section 5
+def test_document_sections_nests_prefixes_and_separates_lpm_from_dfs_weight():
+    from radixlab.cost_model import CostModelExecutor
+    from radixlab.memory import KVCacheManager, PageAllocator
+    from radixlab.router import Router, run_trace
+    from radixlab.tree import RadixTree
+    from radixlab.workloads import common_prefix_len, document_sections, shipped_tokenize
+
+    trace = document_sections(40, seed=0, tokenize=shipped_tokenize())
+    assert trace.name == "document-sections" and len(trace) == 40
+    shares = sorted({common_prefix_len(a.prompt_ids, b.prompt_ids)
+                     for a in trace for b in trace if a.rid < b.rid})
+    assert len(shares) >= 3  # the system prompt, each document, each document + section
+    hits = {}
+    for p in ("lpm", "dfs-weight"):
+        mgr = KVCacheManager(PageAllocator(48), 16, RadixTree(16))
+        m = run_trace(trace, Router(mgr, policy=p, max_running=2), CostModelExecutor(16))
+        hits[p] = m.hit_rate
+    assert hits["lpm"] > hits["dfs-weight"] + 0.02  # notebook 06 prints and explains this gap
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_questions=0), "n_questions"), (dict(doc_sentences=()), "doc_sentences"),
+    (dict(doc_sentences="ab"), "doc_sentences"), (dict(doc_sentences=(3, 0)), "doc_sentences"),
+    (dict(n_sections=0), "n_sections"), (dict(p_section=1.5), "p_section"),
+    (dict(p_section=True), "p_section"), (dict(rate=0), "rate"),
+])
+def test_document_sections_rejects_bad_arguments(kwargs, match):
+    from radixlab.workloads import byte_tokenize, document_sections
+
+    with pytest.raises(ValueError, match=match):
+        document_sections(tokenize=byte_tokenize, **kwargs)

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from radixlab.conformance.report import Trace
 from radixlab.conformance.runner import Part
 
+HEADLINE = "the hand-written cases, smallest first"  # a verdict's headline for these parts; its
+# first narrated step is then the failing case's description
+
 
 def cases_part(name: str, cases: Sequence[tuple[str, Any]] | Callable[[], Sequence],
                check: Callable[[Any, Any, Trace], None]) -> Part:
@@ -35,7 +38,7 @@ def cases_part(name: str, cases: Sequence[tuple[str, Any]] | Callable[[], Sequen
             del trace.steps[mark:]
 
     def describe(span: tuple[int, int | None]) -> str:
-        return "the hand-written cases, smallest first"
+        return HEADLINE
 
     return Part(name, st.just((0, None)), replay, (0, 1), max_examples=1, describe=describe,
                 hypothesis_shrinks=False)

@@ -92,8 +92,10 @@ def describe(result: Any) -> tuple[str, str]:
 
 def _detail(result: Any) -> str:
     if hasattr(result, "problem") and hasattr(result, "steps"):  # a conformance Verdict
+        from radixlab.conformance.cases import HEADLINE
+
         steps = list(result.steps)
-        if result.part == "cases" and steps:
+        if result.headline == HEADLINE and steps:
             where = steps[0]
         else:
             where = ", ".join(x for x in (result.part, result.headline) if x)
