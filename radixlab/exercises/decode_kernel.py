@@ -34,6 +34,8 @@ if HAVE_TRITON:
     from radixlab.attention.triton_kernels import decode_triton, online_softmax_update
 
     reference_update: Any = online_softmax_update
+    for _attr in ("__qualname__", "__module__"):  # so messages name it, not its jit wrapper
+        setattr(reference_update, _attr, getattr(reference_update.fn, _attr))
 else:  # pragma: no cover - the course installs triton where it can
     decode_triton = None
     reference_update = _reference_update
