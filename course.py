@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""One entry point for the course: `python3 course.py lab` or `python3 course.py test`.
+"""One entry point for the course: `python3 course.py lab`, `test` or `grade`.
 
-Both create `.venv` if it is missing, install the pinned dependencies (skipped when nothing
-changed since the last install), make sure graphviz's `dot` binary is present, then either open
-JupyterLab on notebooks/ or run the whole test suite including `pytest --nbval`.
-Needs nothing but Python 3.11.
+All create `.venv` if it is missing, install the pinned dependencies (skipped when nothing
+changed since the last install), make sure graphviz's `dot` binary is present, then open
+JupyterLab on notebooks/ (`lab`), run the whole test suite including `pytest --nbval` (`test`),
+or grade notebooks (`grade [notebooks...] [--solutions]`: each runs from a copy, the learner's
+edits kept and nothing written back, and one table says, per exercise, Correct / Not attempted /
+Incorrect with the smallest failing case, and how long its check took; exit status 0 when every
+exercise is correct). Needs nothing but Python 3.11.
 """
 
 from __future__ import annotations
@@ -120,19 +123,28 @@ def test(args: list[str]) -> int:
     )
 
 
+def grade(args: list[str]) -> int:
+    """Grade notebooks (default: all of them); see `radixlab/exercises/grade.py`."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return run([PY, "-m", "radixlab.exercises.grade", *args], env=env)
+
+
+COMMANDS = {"lab": lab, "test": test, "grade": grade}
+
+
 def main() -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 - the learner may run an older python3
         sys.exit(f"[course] Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
-    if len(sys.argv) < 2 or sys.argv[1] not in {"lab", "test", "setup"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {*COMMANDS, "setup"}:
         print(__doc__)
-        print("usage: python3 course.py {lab|test|setup} [extra arguments]")
+        print("usage: python3 course.py {lab|test|grade|setup} [extra arguments]")
         return 2
     cmd, rest = sys.argv[1], sys.argv[2:]
     ensure_venv()
     ensure_dot()
     if cmd == "setup":
         return 0
-    return lab(rest) if cmd == "lab" else test(rest)
+    return COMMANDS[cmd](rest)
 
 
 if __name__ == "__main__":

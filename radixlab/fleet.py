@@ -6,22 +6,11 @@ serves its queue one request at a time on a cost model: a request costs
 A replica only reuses what *it* computed before, so the hit rate of a fleet is a property of
 routing.
 
-The front router cannot see the replicas' caches. Like SGLang's router (`sglang_router`,
-policy `cache_aware`) it keeps an *approximate* radix tree per replica of the prompts it sent
-there, and routes on that:
-
-- `round-robin`: replica i % n, blind to content and load;
-- `least-load`: the replica with the fewest outstanding requests;
-- `cache-aware`: the replica whose approximate tree matches the longest share of the prompt,
-  if that share exceeds `cache_threshold`, else the replica with the smallest tree (the most
-  free cache);
-- `hybrid`: SGLang's full rule: when the fleet is imbalanced (busiest minus idlest load above
-  `balance_abs_threshold` *and* busiest above `balance_rel_threshold` x idlest) the least loaded
-  replica, otherwise `cache-aware`;
-- `min-ttft`: a cost-based hybrid: the replica with the smallest estimated time to first token,
-  queue wait plus prefill of the tokens its approximate tree does not hold.
-
-SGLang's router keys its trees on request text (characters); ours are on token ids.
+The front router cannot see the replicas' caches. Like SGLang's router (`sglang_router`) it
+keeps an *approximate* radix tree per replica of the prompts it sent there, and a routing rule
+(`radixlab.routing`: round-robin, least-load, cache-aware, hybrid, min-ttft, or any function
+registered in `radixlab.registry.routing_policies`) picks the replica from that picture and the
+replicas' loads. Our `hybrid` is SGLang's `cache_aware`.
 """
 
 from __future__ import annotations
@@ -34,72 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from radixlab.tree import RadixTree
+from radixlab.registry import routing_policies
+from radixlab.replica import FifoReplica, PrefixCache, ReplicaCost, RouterReplica
+from radixlab.routing import FleetView, decide
 from radixlab.workloads import Trace, TraceRequest
 
-ROUTING_POLICIES = ("round-robin", "least-load", "cache-aware", "hybrid", "min-ttft")
+__all__ = ["BACKENDS", "ROUTING_POLICIES", "FleetResult", "PrefixCache", "ReplicaCost",
+           "RoutedRequest", "compare_routings", "simulate_fleet"]
 
-
-@dataclass(frozen=True)
-class ReplicaCost:
-    """Modelled seconds a replica spends on one request (no batching: one request at a time)."""
-
-    prefill_s_per_token: float = 2e-4
-    decode_s_per_token: float = 2e-3
-    overhead_s: float = 5e-3
-
-    def __post_init__(self) -> None:
-        for name in ("prefill_s_per_token", "decode_s_per_token", "overhead_s"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-
-    def prefill_s(self, tokens: int) -> float:
-        return self.overhead_s + self.prefill_s_per_token * tokens
-
-    def service_s(self, uncached: int, new_tokens: int) -> float:
-        return self.prefill_s(uncached) + self.decode_s_per_token * new_tokens
-
-
-class PrefixCache:
-    """A replica's cache: a `RadixTree` of limited capacity that stores whole prompts, LRU."""
-
-    def __init__(self, capacity_tokens: int | None, page_size: int = 1) -> None:
-        if capacity_tokens is not None and (
-            isinstance(capacity_tokens, bool) or not isinstance(capacity_tokens, int)
-            or capacity_tokens < 1
-        ):
-            raise ValueError(
-                f"capacity_tokens must be an int >= 1 or None, got {capacity_tokens!r}"
-            )
-        self.capacity = capacity_tokens
-        self.tree = RadixTree(page_size=page_size)
-        self._next_slot = 0
-
-    def match(self, tokens: Sequence[int]) -> int:
-        """Cached length of the longest prefix of `tokens` (refreshes its LRU time)."""
-        return len(self.tree.match_prefix(tokens))
-
-    def add(self, tokens: Sequence[int]) -> None:
-        """Cache `tokens` (whole pages), evicting least recently used leaves to make room."""
-        m = self.tree.match_prefix(tokens)
-        new = len(tokens) - len(tokens) % self.tree.page_size - len(m)
-        if new <= 0:
-            return
-        if self.capacity is not None:
-            over = self.tree.total_size() + new - self.capacity
-            if over > 0:
-                self.tree.inc_lock_ref(m.node)
-                self.tree.evict(over)
-                self.tree.dec_lock_ref(m.node)
-            if self.tree.total_size() + new > self.capacity:
-                return
-        slots = np.arange(self._next_slot, self._next_slot + len(tokens), dtype=np.int64)
-        self._next_slot += len(tokens)
-        self.tree.insert(tokens, slots)
-
-    def size(self) -> int:
-        return self.tree.total_size()
+ROUTING_POLICIES = ("round-robin", "least-load", "cache-aware", "hybrid", "min-ttft")  # built-ins
 
 
 @dataclass
@@ -168,90 +100,6 @@ class FleetResult:
         }
 
 
-class _Replica:
-    """A FIFO replica: one request at a time on the per-request cost model."""
-
-    def __init__(self, capacity: int | None, page_size: int, router_capacity: int | None):
-        self.cache = PrefixCache(capacity, page_size)
-        self.approx = PrefixCache(router_capacity, page_size)
-        self.busy_until = 0.0
-        self.busy_s = 0.0
-        self.finishes: list[float] = []
-
-    def load(self, now: float) -> int:
-        while self.finishes and self.finishes[0] <= now:
-            heapq.heappop(self.finishes)
-        return len(self.finishes)
-
-    def wait_s(self, now: float) -> float:
-        return max(0.0, self.busy_until - now)
-
-    def advance(self, now: float) -> None:
-        pass
-
-    def serve(self, req: TraceRequest, now: float, cost: ReplicaCost) -> tuple[int, float, float,
-                                                                             float]:
-        """Queue `req`; (cached tokens, start, first token, finish) times."""
-        prompt = list(req.prompt_ids)
-        start = max(now, self.busy_until)
-        cached = min(self.cache.match(prompt), len(prompt) - 1)  # one token is always computed
-        uncached = len(prompt) - cached
-        first = start + cost.prefill_s(uncached)
-        finish = start + cost.service_s(uncached, req.max_new_tokens)
-        self.busy_until = finish
-        self.busy_s += finish - start
-        heapq.heappush(self.finishes, finish)
-        self.cache.add(prompt)
-        return cached, start, first, finish
-
-
-class _RouterReplica:
-    """A replica that is a whole engine: `Router` + `CostModelExecutor` over a paged pool."""
-
-    def __init__(self, pool_tokens: int, page_size: int, policy: str, cost: ReplicaCost,
-                 router_capacity: int | None, vocab_size: int) -> None:
-        from radixlab.cost_model import CostModelExecutor
-        from radixlab.memory import KVCacheManager, PageAllocator
-        from radixlab.router import Router
-
-        if pool_tokens < page_size:
-            raise ValueError(f"capacity_tokens {pool_tokens} is smaller than one page "
-                             f"({page_size})")
-        self.manager = KVCacheManager(PageAllocator(pool_tokens // page_size), page_size,
-                                      RadixTree(page_size=page_size))
-        self.router = Router(self.manager, policy=policy, vocab_size=vocab_size)
-        self.executor = CostModelExecutor(
-            page_size=page_size, vocab_size=vocab_size,
-            prefill_s_per_token=cost.prefill_s_per_token,
-            decode_s_per_token=cost.decode_s_per_token, step_s=cost.overhead_s)
-        self.approx = PrefixCache(router_capacity, page_size)
-        self.cost = cost
-        self.busy_s = 0.0
-
-    def _step(self) -> None:
-        before = self.router.clock
-        self.router.step(self.executor)
-        self.busy_s += self.router.clock - before
-
-    def advance(self, now: float) -> None:
-        """Bring the replica's clock to `now` (steps run first; an idle replica jumps)."""
-        while self.router.has_work() and self.router.clock < now:
-            self._step()
-        self.router.clock = max(self.router.clock, now)
-
-    def load(self, now: float) -> int:
-        return len(self.router.waiting) + len(self.router.running)
-
-    def wait_s(self, now: float) -> float:
-        left = sum(len(r.tokens) - r.num_computed + r.max_new_tokens - len(r.output)
-                   for r in self.router.waiting + self.router.running)
-        return self.cost.prefill_s_per_token * left
-
-    def serve(self, req: TraceRequest, now: float, cost: ReplicaCost) -> None:
-        self.router.add_request(req.prompt_ids, req.max_new_tokens, rid=req.rid, arrival_s=now)
-
-
-
 def _check_threshold(name: str, v: Any, low: float, high: float = math.inf) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {v!r}")
@@ -261,10 +109,56 @@ def _check_threshold(name: str, v: Any, low: float, high: float = math.inf) -> f
 BACKENDS = ("fifo", "router")
 
 
+class _Arrivals:
+    """When each request is sent: at its arrival time, but never before the request it
+    continues (its parent) has finished."""
+
+    def __init__(self, reqs: list[TraceRequest]) -> None:
+        last = 0.0
+        for req in reqs:
+            if req.arrival < last:
+                raise ValueError(f"request {req.rid} arrives at {req.arrival}, before {last}; "
+                                 "a fleet trace must be in arrival order")
+            last = req.arrival
+        self.index = {r.rid: i for i, r in enumerate(reqs)}
+        self.ready: list[tuple[float, int, TraceRequest]] = []
+        self.blocked: dict[int, list[TraceRequest]] = {}
+        for r in reqs:
+            if r.parent is None or r.parent not in self.index:
+                heapq.heappush(self.ready, (r.arrival, self.index[r.rid], r))
+            else:
+                self.blocked.setdefault(r.parent, []).append(r)
+
+    def next_time(self) -> float:
+        return self.ready[0][0] if self.ready else math.inf
+
+    def pop(self) -> tuple[float, TraceRequest]:
+        now, _, req = heapq.heappop(self.ready)
+        return now, req
+
+    def release(self, rid: int, finish: float) -> None:
+        """`rid` finished at `finish`: the requests continuing it may be sent from then on."""
+        for child in self.blocked.pop(rid, []):
+            heapq.heappush(self.ready, (max(child.arrival, finish), self.index[child.rid], child))
+
+
+def _replicas(backend: str, n: int, capacity_tokens: int | None, page_size: int,
+              cost: ReplicaCost, router_capacity: int | None, policy: Any,
+              vocab_size: int) -> list[Any]:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "fifo":
+        return [FifoReplica(capacity_tokens, page_size, router_capacity) for _ in range(n)]
+    if capacity_tokens is None:
+        raise ValueError("backend='router' needs capacity_tokens (the KV pool of a replica)")
+    return [RouterReplica(capacity_tokens, page_size, policy, cost, router_capacity, vocab_size)
+            for _ in range(n)]
+
+
 def simulate_fleet(
     trace: Trace | Sequence[TraceRequest],
     n_replicas: int = 4,
-    routing: str = "cache-aware",
+    routing: Any = "cache-aware",
     *,
     capacity_tokens: int | None = 4096,
     page_size: int = 1,
@@ -274,11 +168,13 @@ def simulate_fleet(
     balance_abs_threshold: int = 4,
     balance_rel_threshold: float = 1.5,
     backend: str = "fifo",
-    policy: str = "lpm",
+    policy: Any = "lpm",
     vocab_size: int = 512,
 ) -> FleetResult:
     """Route every request of `trace` (in arrival order) to one of `n_replicas` and serve it.
 
+    `routing` is a registered routing rule (`radixlab.registry.routing_policies`) or a rule
+    function `rule(FleetView) -> replica` (see `radixlab.routing`).
     `backend="fifo"`: each replica is a bounded prefix cache serving one request at a time;
     `backend="router"`: each replica is a full cost-model engine (`Router` with `policy`,
     continuous batching, a KV pool of `capacity_tokens`), stepped in simulated time.
@@ -287,79 +183,36 @@ def simulate_fleet(
     """
     if isinstance(n_replicas, bool) or not isinstance(n_replicas, int) or n_replicas < 1:
         raise ValueError(f"n_replicas must be an int >= 1, got {n_replicas!r}")
-    if routing not in ROUTING_POLICIES:
-        known = ", ".join(ROUTING_POLICIES)
-        raise ValueError(f"unknown routing {routing!r}; choose one of {known}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    _check_threshold("cache_threshold", cache_threshold, 0.0, 1.0)
+    rule = routing_policies.resolve(routing)
+    if not callable(rule):
+        raise TypeError(f"routing must be a registered name or a function, got {routing!r}")
     bat = balance_abs_threshold
     if isinstance(bat, bool) or not isinstance(bat, int) or bat < 0:
         raise ValueError(f"balance_abs_threshold must be an int >= 0, got {bat!r}")
-    _check_threshold("balance_rel_threshold", balance_rel_threshold, 1.0)
+    thresholds = (_check_threshold("cache_threshold", cache_threshold, 0.0, 1.0), bat,
+                  _check_threshold("balance_rel_threshold", balance_rel_threshold, 1.0))
     cost = cost if cost is not None else ReplicaCost()
-    if backend == "router":
-        if capacity_tokens is None:
-            raise ValueError("backend='router' needs capacity_tokens (the KV pool of a replica)")
-        replicas: list[Any] = [
-            _RouterReplica(capacity_tokens, page_size, policy, cost, router_capacity_tokens,
-                           vocab_size) for _ in range(n_replicas)]
-    else:
-        replicas = [_Replica(capacity_tokens, page_size, router_capacity_tokens)
-                    for _ in range(n_replicas)]
-    result = FleetResult(routing, n_replicas)
+    replicas = _replicas(backend, n_replicas, capacity_tokens, page_size, cost,
+                         router_capacity_tokens, policy, vocab_size)
     reqs = list(trace)
-    last_arrival = 0.0
-    for req in reqs:
-        if req.arrival < last_arrival:
-            raise ValueError(f"request {req.rid} arrives at {req.arrival}, before {last_arrival}; "
-                             "a fleet trace must be in arrival order")
-        last_arrival = req.arrival
-    index = {r.rid: i for i, r in enumerate(reqs)}
-    # a request is sent at its arrival time, but never before the request it continues finished
-    ready: list[tuple[float, int, TraceRequest]] = []
-    blocked: dict[int, list[TraceRequest]] = {}
-    for r in reqs:
-        if r.parent is None or r.parent not in index:
-            heapq.heappush(ready, (r.arrival, index[r.rid], r))
-        else:
-            blocked.setdefault(r.parent, []).append(r)
-
-    def release(rid: int, finish: float) -> None:
-        for child in blocked.pop(rid, []):
-            heapq.heappush(ready, (max(child.arrival, finish), index[child.rid], child))
-
+    arrivals = _Arrivals(reqs)
     placed: dict[int, tuple[int, int, str, float]] = {}
     records: dict[int, RoutedRequest] = {}
     while True:
-        t_next = ready[0][0] if ready else math.inf
-        if backend == "router":
-            busy = [i for i, rep in enumerate(replicas)
-                    if rep.router.has_work() and rep.router.clock < t_next]
-            if busy:
-                i = min(busy, key=lambda i: (replicas[i].router.clock, i))
-                replicas[i]._step()
-                for rid in [rid for rid in blocked if placed.get(rid, (-1,))[0] == i]:
-                    st = replicas[i].router.metrics.requests[rid]
-                    if st.finish_s is not None:
-                        release(rid, st.finish_s)
-                continue
-        if not ready:
+        if backend == "router" and _step_busiest(replicas, arrivals, placed):
+            continue
+        if not arrivals.ready:
             break
-        now, _, req = heapq.heappop(ready)
+        now, req = arrivals.pop()
         for rep in replicas:
             rep.advance(now)
         prompt = list(req.prompt_ids)
-        matches = [r.approx.match(prompt) for r in replicas]
-        choice, reason = _route(
-            routing, len(placed), len(prompt),
-            loads=[r.load(now) for r in replicas],
-            predicted=matches,
-            tree_sizes=[r.approx.size() for r in replicas],
-            waits=[r.wait_s(now) for r in replicas],
-            cost=cost, threshold=cache_threshold, abs_threshold=bat,
-            rel_threshold=balance_rel_threshold,
-        )
+        matches = tuple(r.approx.match(prompt) for r in replicas)
+        view = FleetView(
+            len(placed), len(prompt), tuple(r.load(now) for r in replicas), matches,
+            tuple(r.approx.size() for r in replicas), tuple(r.wait_s(now) for r in replicas),
+            cost, *thresholds)
+        choice, reason = decide(rule, view)
         rep = replicas[choice]
         placed[req.rid] = (choice, matches[choice], reason, now)
         served = rep.serve(req, now, cost)
@@ -368,51 +221,50 @@ def simulate_fleet(
             cached, start, first, finish = served
             records[req.rid] = RoutedRequest(req.rid, choice, now, start, len(prompt), cached,
                                               matches[choice], first - now, finish, reason)
-            release(req.rid, finish)
-    if blocked:
-        raise ValueError(f"requests wait on parents that never finish: {sorted(blocked)[:5]}")
+            arrivals.release(req.rid, finish)
+    if arrivals.blocked:
+        raise ValueError(
+            f"requests wait on parents that never finish: {sorted(arrivals.blocked)[:5]}")
     if backend == "router":
-        for req in reqs:
-            choice, predicted, reason, sent = placed[req.rid]
-            st = replicas[choice].router.metrics.requests[req.rid]
-            records[req.rid] = RoutedRequest(
-                req.rid, choice, sent, st.first_admit_s, len(req.prompt_ids), st.cached_tokens,
-                predicted, st.first_token_s - sent, st.finish_s, reason)
+        records = _router_records(reqs, replicas, placed)
+    result = FleetResult(routing_policies.label(routing), n_replicas)
     result.requests = [records[r.rid] for r in reqs]
     result.busy_s = [r.busy_s for r in replicas]
     return result
 
 
-def _argmin(values: Sequence[float]) -> int:
-    return min(range(len(values)), key=lambda i: (values[i], i))
+def _step_busiest(replicas: list[Any], arrivals: _Arrivals, placed: dict) -> bool:
+    """Step the replica furthest behind among those with work before the next arrival; release
+    the turns waiting on what it finished. False when no replica has such work."""
+    t_next = arrivals.next_time()
+    busy = [i for i, rep in enumerate(replicas)
+            if rep.router.has_work() and rep.router.clock < t_next]
+    if not busy:
+        return False
+    i = min(busy, key=lambda i: (replicas[i].router.clock, i))
+    replicas[i].step()
+    for rid in [rid for rid in arrivals.blocked if placed.get(rid, (-1,))[0] == i]:
+        st = replicas[i].router.metrics.requests[rid]
+        if st.finish_s is not None:
+            arrivals.release(rid, st.finish_s)
+    return True
 
 
-def _route(
-    routing: str, k: int, prompt_len: int, *, loads: list[int], predicted: list[int],
-    tree_sizes: list[int], waits: list[float], cost: ReplicaCost,
-    threshold: float, abs_threshold: int, rel_threshold: float,
-) -> tuple[int, str]:
-    """The replica for the k-th request, and why (the front router's whole decision)."""
-    n = len(loads)
-    if routing == "round-robin":
-        return k % n, "turn"
-    if routing == "least-load":
-        return _argmin(loads), "least load"
-    if routing == "min-ttft":
-        est = [w + cost.prefill_s(prompt_len - p) for w, p in zip(waits, predicted, strict=True)]
-        return _argmin(est), "min est. TTFT"
-    if routing == "hybrid":
-        hi, lo = max(loads), min(loads)
-        if hi - lo > abs_threshold and hi > lo * rel_threshold:
-            return _argmin(loads), "imbalanced: least load"
-    best = max(range(n), key=lambda i: (predicted[i], -i))
-    if predicted[best] / prompt_len > threshold:
-        return best, "prefix match"
-    return _argmin(tree_sizes), "smallest tree"
+def _router_records(reqs: list[TraceRequest], replicas: list[Any], placed: dict
+                    ) -> dict[int, RoutedRequest]:
+    records = {}
+    for req in reqs:
+        choice, predicted, reason, sent = placed[req.rid]
+        st = replicas[choice].router.metrics.requests[req.rid]
+        records[req.rid] = RoutedRequest(
+            req.rid, choice, sent, st.first_admit_s, len(req.prompt_ids), st.cached_tokens,
+            predicted, st.first_token_s - sent, st.finish_s, reason)
+    return records
 
 
 def compare_routings(
-    trace: Trace, n_replicas: int = 4, routings: Sequence[str] = ROUTING_POLICIES, **kwargs: Any
+    trace: Trace, n_replicas: int = 4, routings: Sequence[Any] = ROUTING_POLICIES, **kwargs: Any
 ) -> list[dict[str, Any]]:
-    """`simulate_fleet(...).summary()` for each routing on the same trace and fleet."""
+    """`simulate_fleet(...).summary()` for each routing (a name or a rule function) on the same
+    trace and fleet."""
     return [simulate_fleet(trace, n_replicas, r, **kwargs).summary() for r in routings]

@@ -14,6 +14,7 @@ in the built-ins below).
 | scheduling policy | `scheduling_policies` | `policy(candidates, rng) -> ordered candidates` |
 | attention backend | `attention_backends` | `AttentionBackend` (see `radixlab.attention`) |
 | model architecture | `architectures` | `Architecture` (see `radixlab.architectures`) |
+| fleet routing rule | `routing_policies` | `rule(view) -> replica` (see `radixlab.routing`) |
 """
 
 from __future__ import annotations
@@ -161,6 +162,14 @@ architectures = Registry("model architecture", {
     "qwen2": "radixlab.architectures:QWEN2",
     "qwen3": "radixlab.architectures:QWEN3",
     "mistral": "radixlab.architectures:MISTRAL",
+})
+
+routing_policies = Registry("routing policy", {
+    "round-robin": "radixlab.routing:round_robin",
+    "least-load": "radixlab.routing:least_load",
+    "cache-aware": "radixlab.routing:cache_aware",
+    "hybrid": "radixlab.routing:hybrid",
+    "min-ttft": "radixlab.routing:min_ttft",
 })
 
 

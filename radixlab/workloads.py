@@ -492,6 +492,52 @@ def long_document_qa(
     return _finish("long-document", drafts, tokenize, params)
 
 
+def document_sections(
+    n_questions: int = 40,
+    doc_sentences: Sequence[int] = (24, 6),
+    n_sections: int = 4,
+    section_sentences: int = 16,
+    p_section: float = 0.5,
+    *,
+    seed: int = 0,
+    max_new_tokens: int = 8,
+    rate: float | None = None,
+    tokenize: Tokenize | None = None,
+) -> Trace:
+    """Questions about documents of different lengths, part of them about one of a document's
+    sections (the document, then the section's text, then the question): shared prefixes nested
+    at several depths, where lpm (longest match first) and dfs-weight (heaviest subtree first)
+    admit in different orders."""
+    _check_int("n_questions", n_questions, 1)
+    if isinstance(doc_sentences, (str, bytes)) or not isinstance(doc_sentences, Sequence) or \
+            not doc_sentences:
+        raise ValueError(f"doc_sentences must be a non-empty list of ints, got {doc_sentences!r}")
+    for n in doc_sentences:
+        _check_int("doc_sentences", n, 1)
+    _check_int("n_sections", n_sections, 1)
+    _check_int("section_sentences", section_sentences, 1)
+    ok = not isinstance(p_section, bool) and isinstance(p_section, int | float)
+    if not ok or not 0 <= p_section <= 1:
+        raise ValueError(f"p_section must be a number in [0, 1], got {p_section!r}")
+    rng, clock = _common(seed, max_new_tokens, rate, 0.0)
+    docs = [corpus.document(rng, n) for n in doc_sentences]
+    sections = [[corpus.document(rng, section_sentences) for _ in range(n_sections)]
+                for _ in docs]
+    drafts = []
+    for _ in range(n_questions):
+        d = rng.randrange(len(docs))
+        body = [docs[d]]
+        if rng.random() < p_section:
+            body += [" ", sections[d][rng.randrange(n_sections)]]
+        q, _a = corpus.qa_pair(rng)
+        pieces = [SYSTEM, corpus.SYSTEM_PROMPTS[0], END, USER, *body, f" {q}", END, ASSISTANT]
+        drafts.append(_Draft(tuple(pieces), clock.start(), None, max_new_tokens))
+    params = dict(n_questions=n_questions, doc_sentences=list(doc_sentences),
+                  n_sections=n_sections, section_sentences=section_sentences,
+                  p_section=p_section, seed=seed)
+    return _finish("document-sections", drafts, tokenize, params)
+
+
 def _vocabulary() -> list[str]:
     words = set()
     for table in (corpus.CAPITALS, corpus.COLORS, corpus.SOUNDS, corpus.PLACES):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -159,6 +161,32 @@ def test_triton_block_n_does_not_change_the_answer(block_n):
     torch.testing.assert_close(
         got, paged_attention_decode(qd, k, v, pt, sl, backend="torch"), rtol=1e-5, atol=1e-5
     )
+
+
+@triton.jit
+def _uniform_update(m, l_sum, acc, s, v):  # every visible key weighs 1: the mean of the values
+    p = tl.where(s > float("-inf"), 1.0, 0.0)
+    return m, l_sum + tl.sum(p, 0), acc + tl.sum(p[:, None] * v, 0)
+
+
+def test_decode_kernel_runs_another_online_softmax_update():
+    """`decode_triton(update=...)` compiles the kernel around the given device function; the
+    kernel's own update gives the reference answer, a changed one changes it, each is cached."""
+    from radixlab.attention import triton_kernels as tk
+
+    uniform = _uniform_update
+    q, k, v, pt, sl, _ = make_batch(1, [40, 9], [1, 1], 4, 4, 2, 8)
+    scale = 8 ** -0.5
+    own = tk.decode_triton(*_to((q, k, v, pt, sl)), scale, update=tk.online_softmax_update).cpu()
+    torch.testing.assert_close(
+        own, paged_attention_decode(q, k, v, pt, sl, backend="torch"), rtol=1e-5, atol=1e-5)
+    mean = tk.decode_triton(*_to((q, k, v, pt, sl)), scale, update=uniform).cpu()
+    flat = v.reshape(-1, *v.shape[2:])
+    for b, n in enumerate(sl.tolist()):
+        slots = pt[b, torch.arange(n) // 4].long() * 4 + torch.arange(n) % 4
+        want = flat[slots].mean(0).repeat_interleave(2, 0)
+        torch.testing.assert_close(mean[b], want, rtol=1e-5, atol=1e-5)
+    assert tk._jit(tk.decode_kernel, uniform) is tk._jit(tk.decode_kernel, uniform)
 
 
 @pytest.mark.parametrize("bad", [8, 48, 0, -16, 32.0, True, "64"])

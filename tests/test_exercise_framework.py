@@ -1,8 +1,9 @@
-"""The exercise framework: verdicts, smallest failing case, fallback, hints and solutions."""
+"""The exercise framework: verdicts, smallest failing case, fallback, hints and solutions, for
+small exercises (`Exercise`) and build exercises checked by a conformance suite (`Build`)."""
 
 from __future__ import annotations
 
-from radixlab.exercises.framework import Case, Exercise
+from radixlab.exercises.framework import Build, Case, Exercise
 
 
 def _square(x: int) -> int:
@@ -78,3 +79,123 @@ def test_configs_are_described_in_one_short_line():
     case = Case(LlamaConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=4,
                             num_key_value_heads=2), 4)
     assert case.describe() == "(LlamaConfig(layers=2, hidden=16, heads=4, kv_heads=2), 4)"
+
+
+# ---------------------------------------------------------------- build exercises and suites
+
+
+def _counter_suite():
+    """A tiny suite: a counter must count the increments it gets."""
+    from hypothesis import strategies as st
+
+    from radixlab.conformance import Part, Suite
+
+    def replay(make, ops, trace):
+        c, n = make(), 0
+        for k in ops:
+            trace.say(f"add({k})")
+            c.add(k)
+            n += k
+            trace.expect(c.total(), n, "total()")
+
+    part = Part("adds", st.lists(st.integers(0, 5), max_size=8), replay, [1, 2])
+    return Suite("counter", [part])
+
+
+class GoodCounter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self, k):
+        self.n += k
+
+    def total(self):
+        return self.n
+
+
+class DropsFives(GoodCounter):
+    def add(self, k):
+        self.n += 0 if k == 5 else k
+
+
+class Stub(GoodCounter):
+    def total(self):
+        raise NotImplementedError
+
+
+BUILD = Build(name="counter", reference=GoodCounter, suite=_counter_suite, hints=["add it up"])
+
+
+def test_build_correct_returns_the_piece(capsys):
+    assert BUILD.check(GoodCounter) is GoodCounter
+    assert "Correct: counter" in capsys.readouterr().out
+
+
+def test_build_stub_is_not_attempted_and_names_the_method(capsys):
+    assert BUILD.check(Stub) is GoodCounter
+    out = capsys.readouterr().out
+    assert "Not attempted yet" in out and "`total`" in out and "GoodCounter" in out
+
+
+def test_build_incorrect_prints_the_shrunk_steps(capsys):
+    assert BUILD.check(DropsFives) is GoodCounter
+    out = capsys.readouterr().out
+    assert "1. add(5)" in out and "2." not in out
+    assert "total(): expected 5, got 0" in out
+
+
+def test_build_reports_an_exception_with_where_it_came_from():
+    class Crashes(GoodCounter):
+        def add(self, k):
+            if k == 3:
+                raise IndexError("boom")
+            super().add(k)
+
+    verdict = BUILD.evaluate(Crashes)
+    assert verdict.steps == ["add(3)"]
+    assert "your code raised IndexError: boom (in add, line" in verdict.problem
+
+
+def test_a_flaky_piece_still_gets_a_verdict():
+    import itertools
+
+    flips = itertools.count()
+
+    class Flaky(GoodCounter):
+        def total(self):
+            return self.n + (next(flips) % 7 == 3)
+
+    assert BUILD.evaluate(Flaky).status == "incorrect"
+
+
+def test_build_hints_and_solution(capsys):
+    BUILD.hint()
+    assert "Hint 1/1: add it up" in capsys.readouterr().out
+    BUILD.solution()
+    assert "class GoodCounter" in capsys.readouterr().out
+
+
+def test_arrays_are_described_by_shape_dtype_and_largest_difference():
+    import numpy as np
+    import torch
+
+    from radixlab.conformance.report import mismatch_text
+
+    got, want = torch.zeros(3, 4), torch.zeros(3, 4)
+    got[1, 2] = 0.5
+    text = mismatch_text(got, want)
+    assert "shape (3, 4)" in text and "float32" in text and "max |difference| 0.5" in text
+    assert "index (1, 2)" in text and "1 of 12 elements" in text
+    assert "expected shape (2,)" in mismatch_text(np.zeros(3), np.zeros(2))
+    ex = Exercise("zeros", lambda n: np.zeros((n, n)), cases=[Case(3)])
+    result = ex.evaluate(lambda n: np.eye(n))
+    assert result.status == "incorrect"
+
+
+def test_exercise_with_an_array_answer_prints_the_difference_not_the_values(capsys):
+    import numpy as np
+
+    ex = Exercise("zeros", lambda n: np.zeros((n, n)), cases=[Case(20)])
+    ex.check(lambda n: np.eye(n))
+    out = capsys.readouterr().out
+    assert "max |difference| 1" in out and "[[" not in out

@@ -1,79 +1,212 @@
-"""Checkers of notebook 04 accept the reference, reject realistic mistakes, spot the stub."""
+"""Notebook 04: the pages-saved warm-up rejects a common-prefix-of-all answer; the copy-on-write
+and hash chain builds accept the package and the model answers and reject realistic mutants
+with a small readable case; both run inside the real memory manager."""
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
+import pytest
+
 from radixlab.exercises import nb04
+from radixlab.exercises.solutions import SolutionHashCache, SolutionPageTables
+from radixlab.hashcache import HashPrefixCache
 from radixlab.memory import BlockTables, KVCacheManager, PageAllocator
-from radixlab.tree import RadixTree
 
 
 def _stub(*args):
     raise NotImplementedError
 
 
-def test_needs_copy_reference_agrees_with_block_tables():
-    for case in nb04._copy_cases():
-        length, ps, rc = case.args
-        a = PageAllocator(16)
-        t = BlockTables(a, ps)
-        t.add(0)
-        t.append(0, length)
-        for k in range(1, rc):
-            t.fork(0, k)
-        _, cow = t.plan_append(0, 1)
-        assert cow == nb04.reference_needs_copy(length, ps, rc), case.note
+def test_pages_saved_accepts_the_reference_and_rejects_mistakes():
+    ex = nb04.pages_saved
+    assert ex.evaluate(nb04.reference_pages_saved).correct
 
-
-def test_needs_copy_checker():
-    assert nb04.needs_copy.evaluate(nb04.reference_needs_copy).correct
-
-    def copy_whenever_shared(length, ps, rc):
-        return rc > 1
-
-    def copy_whenever_partial(length, ps, rc):
-        return length % ps != 0
-
-    def off_by_one(length, ps, rc):
-        return (length + 1) % ps != 0 and rc > 1
-
-    for wrong in (copy_whenever_shared, copy_whenever_partial, off_by_one):
-        assert nb04.needs_copy.evaluate(wrong).status == "incorrect", wrong.__name__
-    assert nb04.needs_copy.evaluate(_stub).status == "not attempted"
-
-
-def test_pages_saved_reference_agrees_with_the_manager():
-    for case in nb04._saved_cases():
-        prompts, ps = case.args
-        mgr = KVCacheManager(PageAllocator(256), ps, RadixTree(page_size=ps))
-        for rid, p in enumerate(prompts):
-            m = mgr.match(p)
-            mgr.admit(rid, m)
-            mgr.reserve(rid, len(p) - len(m))
-            mgr.cache(rid, p)
-        st = mgr.stats()
-        assert (st["logical_pages"], st["physical_pages"]) == nb04.reference_pages_saved(
-            prompts, ps
-        ), case.note
-
-
-def test_pages_saved_checker():
-    assert nb04.pages_saved.evaluate(nb04.reference_pages_saved).correct
-
-    def keyed_by_page_tokens(prompts, ps):
+    def common_prefix_of_all(prompts, ps):  # shares only what every prompt has in common
         logical = sum(-(-len(p) // ps) for p in prompts)
-        pages = {tuple(p[i : i + ps]) for p in prompts for i in range(0, len(p) - ps + 1, ps)}
+        n = min(len(p) for p in prompts)
+        k = next((i for i in range(n) if len({p[i] for p in prompts}) > 1), n) // ps
+        return logical, logical - (len(prompts) - 1) * k
+
+    def keyed_by_page_tokens(prompts, ps):  # a page's own tokens, not its whole prefix
+        logical = sum(-(-len(p) // ps) for p in prompts)
+        pages = {tuple(p[i:i + ps]) for p in prompts for i in range(0, len(p) // ps * ps, ps)}
         return logical, len(pages) + sum(len(p) % ps != 0 for p in prompts)
 
-    def shares_partial_tails(prompts, ps):
+    def shares_partial_pages(prompts, ps):
         logical = sum(-(-len(p) // ps) for p in prompts)
-        pages = {tuple(p[: k * ps]) for p in prompts for k in range(1, -(-len(p) // ps) + 1)}
-        return logical, len(pages)
+        return logical, len({tuple(p[: (k + 1) * ps]) for p in prompts
+                             for k in range(-(-len(p) // ps))})
 
-    def forgets_tails(prompts, ps):
-        logical = sum(-(-len(p) // ps) for p in prompts)
-        pages = {tuple(p[: k * ps]) for p in prompts for k in range(1, len(p) // ps + 1)}
-        return logical, len(pages)
+    for wrong in (common_prefix_of_all, keyed_by_page_tokens, shares_partial_pages):
+        result = ex.evaluate(wrong)
+        assert result.status == "incorrect", wrong.__name__
+    note = ex.evaluate(common_prefix_of_all).case.note
+    assert "common to all" in note or "tree" in note
+    assert ex.evaluate(_stub).status == "not attempted"
 
-    for wrong in (keyed_by_page_tokens, shares_partial_tails, forgets_tails):
-        assert nb04.pages_saved.evaluate(wrong).status == "incorrect", wrong.__name__
-    assert nb04.pages_saved.evaluate(_stub).status == "not attempted"
+
+# ---------------------------------------------------------------- copy-on-write
+
+
+class CopiesOnlyAboveTwo(SolutionPageTables):
+    """Copies only when three or more hold the page: a fork and its parent write into one page."""
+
+    def plan_append(self, rid, n):
+        pages, length = self.table[rid], self.length_of[rid]
+        if n == 0:
+            return 0, False
+        cow = length % self.page_size != 0 and self.allocator.refcount(pages[-1]) > 2
+        return self.pages_for(length + n) - len(pages) + int(cow), cow
+
+
+class CopiesFullPages(SolutionPageTables):
+    """Copies a shared last page even when it is full (the new token goes to a new page)."""
+
+    def plan_append(self, rid, n):
+        pages, length = self.table[rid], self.length_of[rid]
+        if n == 0:
+            return 0, False
+        cow = bool(pages) and self.allocator.refcount(pages[-1]) > 1
+        return self.pages_for(length + n) - len(pages) + int(cow), cow
+
+
+class KeepsTheSource(SolutionPageTables):
+    """Forgets to let go of the shared page after copying it."""
+
+    def append(self, rid, n):
+        needed, cow = self.plan_append(rid, n)
+        if cow:
+            self.allocator.share([self.table[rid][-1]])
+        return super().append(rid, n)
+
+
+class OneTooManyPages(SolutionPageTables):
+    """Counts pages as length // page_size + 1: one too many when the tokens fill them exactly."""
+
+    def plan_append(self, rid, n):
+        needed, cow = super().plan_append(rid, n)
+        length = self.length_of[rid] + n
+        if n and length % self.page_size == 0:
+            needed += 1
+        return needed, cow
+
+
+COW_MUTANTS = {CopiesOnlyAboveTwo: "2 holders: one copy", CopiesFullPages: "plan_append",
+               KeepsTheSource: "refcount", OneTooManyPages: "plan_append"}
+
+
+@pytest.mark.parametrize("cls", [BlockTables, SolutionPageTables])
+def test_copy_on_write_accepts_the_package_and_the_model_answer(cls):
+    assert nb04.copy_on_write.evaluate(cls).correct
+
+
+def test_the_mutant_that_skips_a_copy_shows_the_other_holder_reading_the_write():
+    class NoCopyEver(SolutionPageTables):
+        def plan_append(self, rid, n):
+            pages, length = self.table[rid], self.length_of[rid]
+            return (self.pages_for(length + n) - len(pages), False) if n else (0, False)
+
+    class PlansRightWritesInPlace(SolutionPageTables):  # says copy, then writes in place
+        def append(self, rid, n):
+            needed, cow = self.plan_append(rid, n)
+            if cow:
+                self.allocator.share([self.table[rid][-1]])  # keep the count as if copied
+            new = [int(p) for p in self.allocator.alloc(needed - int(cow))]
+            self.table[rid].extend(new)
+            start = self.length_of[rid]
+            self.length_of[rid] = start + n
+            slots = nb04.pages_to_slots(self.table[rid], self.page_size, start + n)[start:]
+            return slots, [(self.table[rid][-1], self.table[rid][-1])] if cow else []
+
+    assert nb04.copy_on_write.evaluate(NoCopyEver).status == "incorrect"
+    verdict = nb04.copy_on_write.evaluate(PlansRightWritesInPlace)
+    assert verdict.status == "incorrect" and len(verdict.steps) <= 4, verdict.report()
+
+
+@pytest.mark.parametrize("mutant", list(COW_MUTANTS), ids=lambda m: m.__name__)
+def test_copy_on_write_mutants_are_rejected_with_a_small_case(mutant):
+    verdict = nb04.copy_on_write.evaluate(mutant)
+    assert verdict.status == "incorrect" and 1 <= len(verdict.steps) <= 4, verdict.report()
+    assert COW_MUTANTS[mutant] in verdict.problem, verdict.report()
+
+
+def test_the_manager_runs_on_the_learners_tables():
+    mgr = KVCacheManager(PageAllocator(12), 2, HashPrefixCache(page_size=2))
+    mgr.tables = SolutionPageTables(mgr.allocator, 2)
+    mgr.admit("p", mgr.match([1, 2, 3]))
+    mgr.reserve("p", 3)
+    mgr.fork("p", "c")
+    _, copies = mgr.reserve("c", 1)
+    assert len(copies) == 1
+    mgr.free("c")
+    mgr.free("p", [1, 2, 3])
+    mgr.check_invariants()
+    assert nb04.check_copy_on_write(nb04.PageTablesBase) is BlockTables
+
+
+# ---------------------------------------------------------------- the hash chain
+
+
+class NotChained(SolutionHashCache):
+    """Hashes a block's tokens alone: equal blocks under different prefixes collide."""
+
+    def block_hash(self, parent, block, namespace):
+        return super().block_hash(b"", block, namespace)
+
+
+class IgnoresNamespace(SolutionHashCache):
+    def block_hash(self, parent, block, namespace):
+        return super().block_hash(parent, block, None)
+
+
+class ListAsTheHandle(SolutionHashCache):
+    """Returns the matched blocks as a plain list: the lock calls cannot use it."""
+
+    def match_prefix(self, tokens, namespace=None):
+        m = super().match_prefix(tokens, namespace)
+        return nb04.HashMatch(m.slots, list(m.node.blocks))
+
+
+class ForgetsToTouch(SolutionHashCache):
+    """The lookup does not refresh the LRU queue: a hot prefix is evicted as if unused."""
+
+    def match_prefix(self, tokens, namespace=None):
+        chain, parent = [], nb04.ROOT_HASH
+        for block in self.full_blocks(self.tokens(tokens)):
+            parent = self.block_hash(parent, block, namespace)
+            if parent not in self.blocks:
+                break
+            chain.append(self.blocks[parent])
+        return nb04.HashMatch(self.slots_of(chain), nb04.BlockChain(tuple(chain)))
+
+
+class HashesTheLengthToo(SolutionHashCache):
+    """Not a bug: any collision-free encoding of (parent, tokens, namespace) works."""
+
+    def block_hash(self, parent, block, namespace):
+        h = hashlib.sha256(parent + len(block).to_bytes(4, "little"))
+        h.update(np.asarray(block, dtype=np.int64).tobytes() + repr(namespace).encode())
+        return h.digest()
+
+
+HASH_MUTANTS = {NotChained: "same hash", IgnoresNamespace: "already cached",
+                ListAsTheHandle: "your code raised", ForgetsToTouch: "least recently used"}
+
+
+@pytest.mark.parametrize("cls", [HashPrefixCache, SolutionHashCache, HashesTheLengthToo])
+def test_hash_chain_accepts_the_package_the_model_answer_and_other_encodings(cls):
+    assert nb04.hash_chain.evaluate(cls).correct
+
+
+@pytest.mark.parametrize("mutant", list(HASH_MUTANTS), ids=lambda m: m.__name__)
+def test_hash_chain_mutants_are_rejected_with_a_small_case(mutant):
+    verdict = nb04.hash_chain.evaluate(mutant)
+    assert verdict.status == "incorrect" and 1 <= len(verdict.steps) <= 5, verdict.report()
+    assert HASH_MUTANTS[mutant] in verdict.report(), verdict.report()
+
+
+def test_hash_chain_stub_names_block_hash():
+    verdict = nb04.hash_chain.evaluate(nb04.HashCacheBase)
+    assert verdict.status == "not attempted" and "`block_hash`" in verdict.problem

@@ -1,71 +1,110 @@
-"""Checker of notebook 10 accepts the reference and rejects realistic routing mistakes."""
+"""Checker of notebook 10: the learner's routing rule, on single decisions and inside the fleet."""
 
 from __future__ import annotations
 
+import pytest
+
 from radixlab.exercises import nb10
 from radixlab.fleet import simulate_fleet
+from radixlab.registry import routing_policies
+from radixlab.routing import argmax, argmin, cache_aware, hybrid
 from radixlab.workloads import byte_tokenize, few_shot
 
 
-def _stub(*args):
+def _stub(view):
     raise NotImplementedError
 
 
-def test_accepts_reference():
-    assert nb10.cache_aware_choice.evaluate(nb10.reference_cache_aware_choice).correct
+def test_accepts_the_reference_and_the_builtin_hybrid():
+    assert nb10.route.evaluate(nb10.reference_route).correct
+    assert nb10.route.evaluate(hybrid).correct
+    assert nb10.route.evaluate(_stub).status == "not attempted"
 
 
-def test_rejects_common_mistakes():
-    def always_best_match(matched, n, sizes, thr):
-        return max(range(len(matched)), key=lambda i: (matched[i], -i))
-
-    def largest_tree_fallback(matched, n, sizes, thr):
-        best = max(range(len(matched)), key=lambda i: (matched[i], -i))
-        if matched[best] / n > thr:
-            return best
-        return max(range(len(sizes)), key=lambda i: (sizes[i], -i))
-
-    def count_not_ratio(matched, n, sizes, thr):
-        best = max(range(len(matched)), key=lambda i: (matched[i], -i))
-        if matched[best] > thr * 100:
-            return best
-        return min(range(len(sizes)), key=lambda i: (sizes[i], i))
-
-    def at_least_threshold(matched, n, sizes, thr):
-        best = max(range(len(matched)), key=lambda i: (matched[i], -i))
-        if matched[best] / n >= thr:
-            return best
-        return min(range(len(sizes)), key=lambda i: (sizes[i], i))
-
-    for wrong in (always_best_match, largest_tree_fallback, count_not_ratio, at_least_threshold):
-        assert nb10.cache_aware_choice.evaluate(wrong).status == "incorrect", wrong.__name__
-    assert nb10.cache_aware_choice.evaluate(_stub).status == "not attempted"
+def test_check_returns_the_rule_when_right_and_the_reference_otherwise(capsys):
+    assert nb10.check_route(hybrid) is hybrid
+    assert nb10.check_route(_stub) is nb10.reference_route
+    assert "Not attempted" in capsys.readouterr().out
 
 
-def test_reference_makes_the_fleet_decisions():
+def _or_instead_of_and(v):
+    hi, lo = max(v.loads), min(v.loads)
+    if hi - lo > v.balance_abs_threshold or hi > lo * v.balance_rel_threshold:
+        return argmin(v.loads)
+    return cache_aware(v)
+
+
+def _at_least_threshold(v):
+    best = argmax(v.matched)
+    if not hybrid(v)[1].startswith("imbalanced") and v.matched[best] / v.prompt_len >= \
+            v.cache_threshold:
+        return best
+    return hybrid(v)
+
+
+def _count_not_ratio(v):
+    if hybrid(v)[1].startswith("imbalanced"):
+        return hybrid(v)
+    best = argmax(v.matched)
+    return best if v.matched[best] > v.cache_threshold * 10 else argmin(v.tree_sizes)
+
+
+def _largest_tree(v):
+    choice, reason = hybrid(v)
+    return max(range(v.n), key=lambda i: (v.tree_sizes[i], -i)) if reason == "smallest tree" \
+        else choice
+
+
+def _ties_to_highest(v):
+    choice, reason = hybrid(v)
+    if reason == "smallest tree":
+        return max(range(v.n), key=lambda i: (-v.tree_sizes[i], i))
+    return choice
+
+
+def _gap_at_least(v):
+    hi, lo = max(v.loads), min(v.loads)
+    if hi - lo >= v.balance_abs_threshold and hi > lo * v.balance_rel_threshold:
+        return argmin(v.loads)
+    return cache_aware(v)
+
+
+def _ties_round_robin(v):
+    choice, reason = hybrid(v)
+    if reason == "smallest tree":
+        ties = [i for i in range(v.n) if v.tree_sizes[i] == min(v.tree_sizes)]
+        return ties[v.k % len(ties)]
+    return choice
+
+
+MUTANTS = {
+    cache_aware: "imbalanced",
+    _or_instead_of_and: "both load conditions must hold",
+    _at_least_threshold: "exactly the threshold",
+    _count_not_ratio: "only 20%",
+    _largest_tree: "weak matches",
+    _ties_to_highest: "empty fleet",
+    _gap_at_least: "exactly the absolute threshold",
+    _ties_round_robin: "in the fleet",  # right on every single decision (k = 0 there)
+}
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS), ids=lambda f: f.__name__)
+def test_each_mutant_fails_on_the_case_that_explains_it(mutant):
+    res = nb10.route.evaluate(mutant)
+    assert res.status == "incorrect"
+    assert MUTANTS[mutant] in res.steps[0] or MUTANTS[mutant] == res.part
+    assert res.problem.startswith("the rule ")
+
+
+def test_a_registered_rule_drives_the_fleet():
     trace = few_shot(30, 3, n_tasks=3, rate=4.0, tokenize=byte_tokenize, seed=3)
-    res = simulate_fleet(trace, 3, "cache-aware", capacity_tokens=None, cache_threshold=0.5)
-    # replay the router's view: approximate trees hold exactly the prompts routed so far
-    routed: list[list[list[int]]] = [[], [], []]
-    for req, rec in zip(trace, res.requests, strict=True):
-        p = list(req.prompt_ids)
-        matched = []
-        for prompts in routed:
-            best = 0
-            for q in prompts:
-                n = 0
-                while n < min(len(p), len(q)) and p[n] == q[n]:
-                    n += 1
-                best = max(best, n)
-            matched.append(best)
-        sizes = [_tree_tokens(prompts) for prompts in routed]
-        assert nb10.reference_cache_aware_choice(matched, len(p), sizes, 0.5) == rec.replica
-        routed[rec.replica].append(p)
-
-
-def _tree_tokens(prompts):
-    nodes = set()
-    for p in prompts:
-        for i in range(1, len(p) + 1):
-            nodes.add(tuple(p[:i]))
-    return len(nodes)
+    routing_policies.register("test-mine", nb10.reference_route)
+    try:
+        mine = simulate_fleet(trace, 3, "test-mine", capacity_tokens=None)
+        ref = simulate_fleet(trace, 3, "hybrid", capacity_tokens=None)
+    finally:
+        routing_policies.unregister("test-mine")
+    assert mine.routing == "test-mine"
+    assert [r.replica for r in mine.requests] == [r.replica for r in ref.requests]
+    assert mine.summary()["hit_rate"] == ref.summary()["hit_rate"]

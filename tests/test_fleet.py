@@ -211,17 +211,17 @@ def test_router_backend_routes_and_keeps_invariants():
 
     trace = few_shot(48, 4, n_tasks=4, rate=20.0, tokenize=B, seed=5)
     built = []
-    original = fleet._RouterReplica.__init__
+    original = fleet.RouterReplica.__init__
 
     def spy(self, *args, **kwargs):
         original(self, *args, **kwargs)
         built.append(self)
 
-    fleet._RouterReplica.__init__ = spy
+    fleet.RouterReplica.__init__ = spy
     try:
         ca = simulate_fleet(trace, 3, "cache-aware", backend="router", capacity_tokens=4096)
     finally:
-        fleet._RouterReplica.__init__ = original
+        fleet.RouterReplica.__init__ = original
     rr = simulate_fleet(trace, 3, "round-robin", backend="router", capacity_tokens=4096)
     assert ca.summary()["hit_rate"] > rr.summary()["hit_rate"] + 0.05
     assert len(ca.requests) == 48 and len(built) == 3
@@ -264,3 +264,54 @@ def test_a_turn_is_sent_only_after_the_turn_it_continues(backend):
                 assert rec[req.rid].cached >= parent.prompt_len
     assert waited > 0
     assert all(r.ttft > 0 for r in res.requests)
+
+
+# ------------------------------------------------------------------ pluggable routing rules
+def test_a_rule_is_a_function_or_a_registered_name():
+    from radixlab.registry import routing_policies
+
+    seen = []
+
+    def last_replica(view):
+        seen.append(view)
+        return view.n - 1, "always the last"
+
+    trace = trace_of([[1, 2, 3], [1, 2, 4], [5, 6]])
+    res = simulate_fleet(trace, 3, last_replica)
+    assert res.routing == "last_replica" and [r.replica for r in res.requests] == [2, 2, 2]
+    assert [r.reason for r in res.requests] == ["always the last"] * 3
+    assert [v.k for v in seen] == [0, 1, 2] and seen[1].matched == (0, 0, 2)
+    routing_policies.register("test-last", lambda v: v.n - 1)
+    try:
+        named = simulate_fleet(trace, 3, "test-last")
+        assert named.routing == "test-last" and [r.replica for r in named.requests] == [2, 2, 2]
+        rows = compare_routings(trace, 3, ["round-robin", "test-last"])
+        assert [r["routing"] for r in rows] == ["round-robin", "test-last"]
+    finally:
+        routing_policies.unregister("test-last")
+
+
+@pytest.mark.parametrize("answer", [3, -1, 1.0, True, "0", None, (5, "x")])
+def test_a_rule_that_answers_no_replica_is_named_in_the_error(answer):
+    def bad_rule(view):
+        return answer
+
+    with pytest.raises(ValueError, match=r"routing rule bad_rule returned .* replica index"):
+        simulate_fleet(trace_of([[1, 2]]), 3, bad_rule)
+
+
+def test_routing_must_be_a_name_or_a_function():
+    with pytest.raises(TypeError, match="routing must be"):
+        simulate_fleet(trace_of([[1, 2]]), 2, 42)
+
+
+def test_builtin_rules_are_the_registry_entries():
+    from radixlab import routing
+    from radixlab.registry import routing_policies
+
+    assert list(ROUTING_POLICIES) == routing_policies.names()[: len(ROUTING_POLICIES)]
+    assert routing_policies.get("hybrid") is routing.hybrid
+    v = routing.FleetView(0, 10, (9, 0), (9, 0), (90, 0), (0.0, 0.0), ReplicaCost())
+    assert routing.hybrid(v) == (1, "imbalanced: least load")
+    assert routing.cache_aware(v) == (0, "prefix match")
+    assert "loads [9, 0]" in repr(v)

@@ -3,17 +3,40 @@
 Both read keys and values straight out of the paged pool: each block of BLOCK_N key positions
 looks its pages up in the request's page table inside the kernel, and softmax is computed online
 (running max `m`, running denominator `l`, rescaled accumulator), so no [seq, seq] score matrix
-is ever materialised. On a machine without a GPU, set TRITON_INTERPRET=1 before triton is first
+is ever materialised. In the decode kernel that update is its own device function,
+`online_softmax_update`; `decode_triton(..., update=fn)` runs the kernel with another one (the
+notebook-07 exercise). On a machine without a GPU, set TRITON_INTERPRET=1 before triton is first
 used in the process (triton reads it once) and the same kernels run on the CPU with numpy.
+
+Which kernel the engine runs: `PagedModel` calls its backend's main function for every step, so
+with `attention="triton"` (the default on CUDA) prefill *and* decode go through `extend_kernel`
+(a decode is an extend of one token); `decode_kernel` runs where `paged_attention_decode` is
+called, or in a backend that sends decode rows to it. On the CPU the default backend is torch's.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import types
 
 import torch
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def online_softmax_update(m, l_sum, acc, s, v):
+    """One block of keys into one query's running softmax state: `m` [1] the largest score so
+    far, `l_sum` [1] the sum of exp(score - m), `acc` [BLOCK_D] the sum of exp(score - m) * value;
+    `s` [BLOCK_N] this block's scores (-inf where masked), `v` [BLOCK_N, BLOCK_D] its values.
+    Whatever was accumulated under the old max is rescaled by exp(m - m_new)."""
+    m_new = tl.maximum(m, tl.max(s, 0))
+    alpha = tl.exp(m - m_new)
+    p = tl.exp(s - m_new)
+    l_sum = l_sum * alpha + tl.sum(p, 0)
+    acc = acc * alpha + tl.sum(p[:, None] * v, 0)
+    return m_new, l_sum, acc
 
 
 def decode_kernel(
@@ -45,13 +68,8 @@ def decode_kernel(
         k = tl.load(K + row[:, None] + d[None, :], mask=kv_ok, other=0.0).to(tl.float32)
         s = tl.sum(q[None, :] * k, 1) * scale
         s = tl.where(n_ok, s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 0))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(s - m_new)
         v = tl.load(V + row[:, None] + d[None, :], mask=kv_ok, other=0.0).to(tl.float32)
-        l_sum = l_sum * alpha + tl.sum(p, 0)
-        acc = acc * alpha + tl.sum(p[:, None] * v, 0)
-        m = m_new
+        m, l_sum, acc = online_softmax_update(m, l_sum, acc, s, v)
     out = acc / l_sum
     tl.store(Out + b * stride_ot + h * stride_oh + d, out.to(Out.dtype.element_ty), mask=d_ok)
 
@@ -116,18 +134,26 @@ def extend_kernel(
                  mask=i_ok[:, None] & d_ok[None, :])
 
 
-_JITTED: dict[tuple[str, bool], object] = {}
+_JITTED: dict[tuple, object] = {}
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _jit(fn):
-    """Jit `fn` for the current mode (compiled, or interpreted when TRITON_INTERPRET=1)."""
-    key = (fn.__name__, _interpreting())
+def _jit(fn, update=None):
+    """Jit `fn` for the current mode (compiled, or interpreted when TRITON_INTERPRET=1); with
+    `update`, a copy of `fn` whose `online_softmax_update` is that function instead."""
+    key = (fn.__name__, _interpreting(), update)
     if key not in _JITTED:
-        _JITTED[key] = triton.jit(fn)
+        if update is None:
+            _JITTED[key] = triton.jit(fn)
+        else:
+            helper = update if hasattr(update, "fn") else triton.jit(update)
+            scope = {**fn.__globals__, "online_softmax_update": helper}
+            variant = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__,
+                                         fn.__closure__)
+            _JITTED[key] = triton.jit(functools.update_wrapper(variant, fn))
     return _JITTED[key]
 
 
@@ -156,16 +182,17 @@ def _common(q, k_pages, page_table):
 
 
 def decode_triton(q, k_pages, v_pages, page_table, seq_lens, scale: float,
-                  block_n: int | None = None) -> torch.Tensor:
+                  block_n: int | None = None, update=None) -> torch.Tensor:
     """Decode attention over the paged pool (see `decode_kernel`); `block_n` keys per loop
-    iteration (default 64 on CUDA, 32 on the CPU interpreter)."""
+    iteration (default 64 on CUDA, 32 on the CPU interpreter); `update` replaces the kernel's
+    `online_softmax_update` (a `@triton.jit` function of the same signature)."""
     block_n = _check_block_n(block_n, 64 if q.is_cuda else 32)
     q, page_table = q.contiguous(), page_table.to(torch.int32).contiguous()
     seq_lens = seq_lens.to(device=q.device, dtype=torch.int32).contiguous()
     out = torch.empty_like(q)
     group, head_dim, block_d, stride_pt = _common(q, k_pages, page_table)
     grid = (q.shape[0], q.shape[1])
-    _jit(decode_kernel)[grid](
+    _jit(decode_kernel, update)[grid](
         q, k_pages, v_pages, out, page_table, seq_lens, float(scale),
         q.stride(0), q.stride(1),
         k_pages.stride(0), k_pages.stride(1), k_pages.stride(2),

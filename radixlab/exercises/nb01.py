@@ -1,10 +1,15 @@
-"""Exercises of notebook 01_kv_cache: KV bytes per token, and the saving of a cached prefix."""
+"""Exercises of notebook 01_kv_cache: KV bytes per token (warm-up), and two build exercises: the
+decode loop with a KV cache (`check_decode_loop`, token-identical to `model.generate`) and the
+FLOP model of a prefill (`check_prefill_flops`, equal to `radixlab.flops.prefill_flops`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers import LlamaConfig
 
-from radixlab.exercises.framework import Case, Exercise
+from radixlab.exercises.framework import Build, Case, Exercise
+from radixlab.exercises.solutions import solution_generate, solution_prefill_flops
 from radixlab.flops import prefill_flops
 
 
@@ -30,30 +35,6 @@ def _kv_cases() -> list[Case]:
     ]
 
 
-def reference_prefix_saving(config, prefix_len: int, suffix_len: int) -> float:
-    """Fraction of prefill FLOPs saved when the first prefix_len tokens are already cached."""
-    full = prefill_flops(config, prefix_len + suffix_len, 0)
-    cached = prefill_flops(config, suffix_len, prefix_len)
-    return 1.0 - cached / full
-
-
-def _saving_cases() -> list[Case]:
-    small, shipped = _config(1, 8, 2, 2), _config(4, 128, 4, 2)
-    return [
-        Case(small, 0, 4, note="nothing cached"),
-        Case(small, 4, 4, note="half the tokens cached"),
-        Case(shipped, 900, 100, note="long system prompt, short question"),
-        Case(shipped, 100, 900, note="short shared prefix"),
-    ]
-
-
-def _close(got, expected) -> bool:
-    try:
-        return abs(float(got) - float(expected)) <= 1e-9
-    except (TypeError, ValueError):
-        return False
-
-
 kv_bytes = Exercise(
     name="kv_bytes_per_token",
     reference=reference_kv_bytes_per_token,
@@ -66,19 +47,66 @@ kv_bytes = Exercise(
     ],
 )
 
-prefix_saving = Exercise(
-    name="prefix_saving",
-    reference=reference_prefix_saving,
-    cases=_saving_cases,
-    compare=_close,
+check_kv_bytes_per_token = kv_bytes.check
+
+
+# ------------------------------------------------------------------ build: the decode loop
+
+
+def _decode_suite(model: Any) -> Any:
+    from radixlab.conformance.decode import decode_loop_suite
+
+    return decode_loop_suite(model)
+
+
+decode_loop = Build(
+    name="decode loop",
+    reference=solution_generate,
+    suite=_decode_suite,
+    time_limit=60.0,
     hints=[
-        "Use radixlab.flops.prefill_flops(config, n_new, n_cached).",
-        "Without the cache you run all prefix_len + suffix_len tokens from position 0.",
-        "With the cache you run only the suffix, starting after prefix_len cached tokens; "
-        "the saving is 1 - cached_cost / full_cost.",
+        "Prefill: out = model(input_ids, use_cache=True); the next token is "
+        "out.logits[:, -1].argmax(-1, keepdim=True) (shape [1, 1]).",
+        "Decode: out = model(token, past_key_values=out.past_key_values, use_cache=True) feeds "
+        "only the new token; the cache holds the K and V of everything before it.",
+        "Stop after max_new_tokens tokens, or right after appending eos_token_id (generate "
+        "includes the eos token); no forward is needed after the last token.",
     ],
 )
 
 
-check_kv_bytes_per_token = kv_bytes.check
-check_prefix_saving = prefix_saving.check
+def check_decode_loop(fn: Any, model: Any) -> Any:
+    """Run the decode loop suite on `fn(model, input_ids, max_new_tokens, eos_token_id)`, with
+    `model`; returns fn when correct, else the model answer."""
+    return decode_loop.check(fn, model=model)
+
+
+# ------------------------------------------------------------------ build: the FLOP model
+
+
+def _flops_suite() -> Any:
+    from radixlab.conformance.flops import prefill_flops_suite
+
+    return prefill_flops_suite()
+
+
+flop_model = Build(
+    name="prefill FLOP model",
+    reference=prefill_flops,
+    suite=_flops_suite,
+    answer=solution_prefill_flops,
+    hints=[
+        "A weight matrix of shape [a, b] costs 2 * a * b FLOPs per token (a multiply and an add "
+        "per weight). Per layer: q and o are hidden x (heads * head_dim), k and v are hidden x "
+        "(kv_heads * head_dim), the MLP has three hidden x intermediate matrices; once per "
+        "token, the LM head is hidden x vocab.",
+        "Attention of one query at position p over its p + 1 keys, per layer: the scores "
+        "q.k cost 2 * heads * head_dim per key, mixing the values as much again.",
+        "The new tokens sit at positions n_cached .. n_cached + n_new - 1; sum p + 1 over them.",
+    ],
+)
+
+
+def check_prefill_flops(fn: Any) -> Any:
+    """Run the FLOP model suite on `fn(config, n_new, n_cached)`; returns fn when correct."""
+    return flop_model.check(fn)

@@ -1,9 +1,12 @@
-"""Exercise of notebook 07_paged_attention: paged attention for one request, by gathering slots."""
+"""Exercises of notebook 07_paged_attention: paged attention for one request by gathering slots,
+and the online-softmax update inside the paged decode kernel (`radixlab.exercises.decode_kernel`).
+"""
 
 from __future__ import annotations
 
 import torch
 
+from radixlab.exercises.decode_kernel import check_update, decode_backend, update
 from radixlab.exercises.framework import Case, Exercise
 
 
@@ -79,3 +82,6 @@ paged_attention = Exercise(
 )
 
 check_paged_attention = paged_attention.check
+
+__all__ = ["check_paged_attention", "check_update", "decode_backend", "paged_attention",
+           "reference_paged_attention", "update"]

@@ -1,56 +1,56 @@
-"""Exercises of notebook 09_workloads_and_benchmarks: how much of a trace a cache could reuse."""
+"""Exercise of notebook 09_workloads_and_benchmarks: a scheduling policy of your own.
+
+Any function `policy(candidates, rng) -> ordered candidates` is a scheduling policy. The checker
+is the policy protocol's conformance suite (`radixlab.conformance.scheduling`): on queues the
+answer must be an ordering of exactly the candidates given (the same objects, each once), leave
+their fields unchanged, and be repeatable with an equally seeded `rng`; then, plugged into the
+real `Router`, every request of a trace must finish with the output a cache-free run gives, and
+no page may leak. The policy is yours: the reference is one example (lpm with aging), not the
+answer.
+"""
 
 from __future__ import annotations
 
-from radixlab.exercises.framework import Case, Exercise
+from collections.abc import Sequence
+from typing import Any
+
+from radixlab.exercises.framework import Build
+from radixlab.policy import Candidate
+
+AGE_TOKENS = 16
 
 
-def reference_reusable_tokens(prompts: list[list[int]]) -> int:
-    """Tokens an unbounded cache of all earlier prompts already holds, summed over prompts.
-
-    Each prompt reuses its longest common prefix with ANY earlier prompt (not just the last one,
-    and not the sum over all of them).
-    """
-    total = 0
-    for i, p in enumerate(prompts):
-        best = 0
-        for q in prompts[:i]:
-            n = 0
-            while n < min(len(p), len(q)) and p[n] == q[n]:
-                n += 1
-            best = max(best, n)
-        total += best
-    return total
+def reference_policy(cands: Sequence[Candidate], rng: Any = None) -> list[Candidate]:
+    """lpm with aging: a request's priority is its cached prefix plus AGE_TOKENS for every
+    request that arrived after it, so a request that matches nothing is overtaken only a bounded
+    number of times (about a rival's cached prefix / AGE_TOKENS)."""
+    newest = max((c.seq for c in cands), default=0)
+    return sorted(cands, key=lambda c: (-(c.prefix_len + AGE_TOKENS * (newest - c.seq)), c.seq))
 
 
-def _cases() -> list[Case]:
-    return [
-        Case([], note="no prompts"),
-        Case([[1, 2, 3]], note="one prompt: nothing cached yet"),
-        Case([[1, 2, 3], [1, 2, 3]], note="the same prompt twice"),
-        Case([[1, 2, 3], [4, 5, 6]], note="nothing shared"),
-        Case([[1, 2, 3], [3, 2, 1]], note="same tokens, other order: a prefix must match from "
-                                          "the first token"),
-        Case([[1, 2, 3, 4], [9, 9], [1, 2, 7]], note="the best match is not the previous prompt"),
-        Case([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 6]],
-             note="three prompts share [1, 2, 3]: count it once per later prompt"),
-        Case([[5, 6, 7, 8], [5, 6]], note="a prompt that is a prefix of an earlier one"),
-        Case([[1, 2], [1, 2, 3, 4], [1, 2, 3, 4, 5]], note="a chat growing turn by turn"),
-    ]
+def _suite() -> Any:
+    from radixlab.conformance.scheduling import policy_protocol_suite
+
+    return policy_protocol_suite()
 
 
-reusable_tokens = Exercise(
-    name="reusable_tokens",
-    reference=reference_reusable_tokens,
-    cases=_cases,
+policy = Build(
+    name="scheduling policy",
+    reference=reference_policy,
+    suite=_suite,
     hints=[
-        "Go through the prompts in order; the first prompt reuses nothing.",
-        "For each prompt, compare it with EVERY earlier prompt and keep the longest common "
-        "prefix (max, not sum).",
-        "A common prefix stops at the first position where the tokens differ, or at the end of "
-        "the shorter prompt.",
+        "Return the same Candidate objects you were given, reordered: sorted(cands, key=...) "
+        "does that, and leaves the input list alone.",
+        "Use only the candidate's fields (rid, seq = arrival order, prefix_len = cached prompt "
+        "tokens, node_path = cache nodes of the match) and rng for any randomness, so the same "
+        "queue and the same seed give the same order.",
+        "An idea: lpm with aging. Give each request prefix_len + 16 * (newest seq - its seq) and "
+        "sort by that, largest first, ties by seq.",
     ],
 )
 
-check_reusable_tokens = reusable_tokens.check
 
+def check_policy(fn: Any) -> Any:
+    """Run the policy protocol suite on your policy; returns it when it passes, else the aging
+    example."""
+    return policy.check(fn)

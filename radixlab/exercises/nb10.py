@@ -1,52 +1,54 @@
-"""Exercises of notebook 10_capstone: the cache-aware routing rule of SGLang's router."""
+"""Exercise of notebook 10_capstone: SGLang's cache-aware routing rule, plugged into the fleet.
+
+The learner writes `route(view) -> replica` (a `radixlab.routing` rule): the load check, then
+the prefix-match ratio threshold, then the smallest tree. `radixlab.conformance.routing` checks
+it on single decisions, then inside `simulate_fleet`, where every placement must equal the
+built-in `hybrid`'s (which is SGLang's `cache_aware`).
+"""
 
 from __future__ import annotations
 
-from radixlab.exercises.framework import Case, Exercise
+from typing import Any
+
+from radixlab.exercises.framework import Build
+from radixlab.routing import FleetView
 
 
-def reference_cache_aware_choice(
-    matched: list[int], prompt_len: int, tree_sizes: list[int], threshold: float
-) -> int:
-    """The replica a cache-aware router sends a prompt to.
-
-    `matched[i]`: tokens of the prompt replica i's approximate tree holds; `tree_sizes[i]`: how
-    many tokens that tree holds. If the best match covers more than `threshold` of the prompt,
-    go to the best-matching replica; otherwise to the replica with the smallest tree (the most
-    room). Ties go to the lowest index.
-    """
-    best = max(range(len(matched)), key=lambda i: (matched[i], -i))
-    if matched[best] / prompt_len > threshold:
+def reference_route(view: FleetView) -> int:
+    """SGLang's `cache_aware`: least load if imbalanced, else the best match if its share of the
+    prompt is above the threshold, else the smallest tree (ties: lowest index)."""
+    if max(view.loads) - min(view.loads) > view.balance_abs_threshold and (
+        max(view.loads) > min(view.loads) * view.balance_rel_threshold
+    ):
+        return min(range(view.n), key=lambda i: (view.loads[i], i))
+    best = max(range(view.n), key=lambda i: (view.matched[i], -i))
+    if view.matched[best] / view.prompt_len > view.cache_threshold:
         return best
-    return min(range(len(tree_sizes)), key=lambda i: (tree_sizes[i], i))
+    return min(range(view.n), key=lambda i: (view.tree_sizes[i], i))
 
 
-def _cases() -> list[Case]:
-    return [
-        Case([0, 0], 10, [0, 0], 0.5, note="empty fleet: first replica"),
-        Case([8, 2], 10, [100, 10], 0.5, note="a strong match wins over a small tree"),
-        Case([2, 3], 10, [100, 10], 0.5, note="weak matches: go where the tree is smallest"),
-        Case([5, 0, 0], 10, [50, 40, 30], 0.5, note="exactly at the threshold is not above it"),
-        Case([6, 6, 1], 10, [70, 50, 10], 0.5, note="a tie in match goes to the lower index"),
-        Case([30, 60, 10], 200, [500, 600, 20], 0.25,
-             note="the ratio matters, not the count (60 / 200 > 0.25)"),
-        Case([30, 40, 10], 200, [500, 600, 20], 0.25,
-             note="40 tokens is a lot, but only 20% of the prompt"),
-        Case([0, 0, 0, 0], 5, [9, 3, 3, 7], 0.1, note="ties in tree size go to the lower index"),
-    ]
+def _suite() -> Any:
+    from radixlab.conformance.routing import routing_rule_suite
+
+    return routing_rule_suite()
 
 
-cache_aware_choice = Exercise(
-    name="cache_aware_choice",
-    reference=reference_cache_aware_choice,
-    cases=_cases,
+route = Build(
+    name="routing rule",
+    reference=reference_route,
+    suite=_suite,
     hints=[
-        "Two steps: find the replica with the longest match, then decide whether that match is "
-        "good enough.",
-        "Good enough means matched / prompt_len > threshold (a ratio, strictly above).",
-        "Otherwise pick the smallest tree, not the largest: it has the most room to cache the "
-        "new prefix. Use (value, index) keys so ties go to the lowest index.",
+        "Three steps, in this order: the load check, the prefix match, the smallest tree.",
+        "Imbalanced means max(loads) - min(loads) > view.balance_abs_threshold AND "
+        "max(loads) > min(loads) * view.balance_rel_threshold; then go to the least loaded.",
+        "Otherwise take the replica with the most matched tokens; it wins only when "
+        "matched / view.prompt_len > view.cache_threshold (strictly above).",
+        "Otherwise the smallest tree (the most room for a new prefix). Break every tie by the "
+        "lowest index: min(range(view.n), key=lambda i: (view.tree_sizes[i], i)).",
     ],
 )
 
-check_cache_aware_choice = cache_aware_choice.check
+
+def check_route(fn: Any) -> Any:
+    """Run the routing-rule suite on your rule; returns it when it passes, else the reference."""
+    return route.check(fn)

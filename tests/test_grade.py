@@ -1,0 +1,154 @@
+"""`course.py grade`: notebooks run from a copy, one row per exercise, exit 0 iff all correct.
+
+The default run grades a small notebook made here (a stub, a solution, a mutant, a cell that
+does not parse). With RADIXLAB_GRADE_NOTEBOOKS=1 (a few minutes) the real notebooks are graded
+with the model solutions pasted in (every row Correct), and notebook 10 with a mutant pasted
+into its stub (its Incorrect row).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from radixlab.exercises import grade
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STUB = """from radixlab.exercises.nb06 import check_optimum, optimum
+
+
+def my_optimal_hit_rate(prompts):
+    raise NotImplementedError
+
+
+my_optimal_hit_rate = check_optimum(my_optimal_hit_rate)"""
+
+SOLVED = """from radixlab.exercises.nb10 import check_route
+
+
+def my_route(view):
+    return __import__("radixlab.routing").routing.hybrid(view)
+
+
+my_route = check_route(my_route)"""
+
+MUTANT = """from radixlab.exercises.nb09 import check_policy
+
+
+def my_policy(candidates, rng):
+    return list(candidates)[:-1]
+
+
+my_policy = check_policy(my_policy)"""
+
+BROKEN = """from radixlab.exercises.nb06 import check_policy
+
+
+def my_lpm(candidates, rng)
+    return candidates
+
+
+my_lpm = check_policy(my_lpm)"""
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_one_row_per_exercise_with_its_verdict_and_nothing_written_back(tmp_path):
+    path = _notebook(tmp_path / "05_x.ipynb", STUB, SOLVED, MUTANT, BROKEN)
+    before = path.read_bytes()
+    rows, total = grade.grade_notebook(path, timeout=120)
+    assert path.read_bytes() == before
+    got = {r.exercise: r for r in rows}
+    assert [r.exercise for r in rows] == ["optimal hit rate", "routing rule",
+                                          "scheduling policy", "lpm policy"]
+    assert got["optimal hit rate"].verdict == "Not attempted"
+    assert got["routing rule"].verdict == "Correct"
+    mutant = got["scheduling policy"]
+    assert mutant.verdict == "Incorrect" and mutant.detail.startswith("one request: ")
+    assert "each candidate it was given, once" in mutant.detail and "\n" not in mutant.detail
+    broken = got["lpm policy"]
+    assert broken.verdict == "Incorrect" and "SyntaxError" in broken.detail
+    assert broken.seconds is None and all(r.seconds is not None for r in rows[:3])
+    assert total > 0
+    table = grade.format_rows(rows)
+    assert table.splitlines()[0].split() == ["notebook", "exercise", "time", "verdict"]
+    assert "05_x" in table and "Incorrect: one request: returned something else" in table
+
+
+def test_exit_status_is_zero_only_when_every_exercise_is_correct(tmp_path, capsys, monkeypatch):
+    verdicts = {"a": ["Correct"], "b": ["Correct", "Not attempted"]}
+
+    def fake(path, timeout, solutions):
+        return [grade.Row(path.stem, f"x{i}", v) for i, v in enumerate(verdicts[path.stem])], 1.0
+
+    monkeypatch.setattr(grade, "grade_notebook", fake)
+    good, bad = _notebook(tmp_path / "a.ipynb", SOLVED), _notebook(tmp_path / "b.ipynb", STUB)
+    assert grade.main([str(good)]) == 0
+    assert grade.main([str(good), str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "2 of 3 exercises correct" in out
+    with pytest.raises(SystemExit):
+        grade.main([str(tmp_path / "missing.ipynb")])
+
+
+REAL = pytest.mark.skipif(os.environ.get("RADIXLAB_GRADE_NOTEBOOKS") != "1",
+                          reason="grades real notebooks (minutes): set RADIXLAB_GRADE_NOTEBOOKS=1")
+
+
+@REAL
+def test_a_mutant_pasted_into_notebook_10_gets_its_incorrect_row(tmp_path):
+    nb = nbformat.read(ROOT / "notebooks" / "10_capstone.ipynb", as_version=4)
+    grade.paste_solutions(nb)
+    cell = next(c for c in nb.cells if "my_route = check_route(my_route)" in c.source)
+    assert "raise NotImplementedError" not in cell.source
+    cell.source = cell.source.replace("> view.balance_abs_threshold",
+                                      ">= view.balance_abs_threshold")
+    path = tmp_path / "10_capstone.ipynb"
+    nbformat.write(nb, path)
+    rows, _ = grade.grade_notebook(path, timeout=300)
+    assert [(r.exercise, r.verdict) for r in rows] == [("routing rule", "Incorrect")]
+    assert "exactly the absolute threshold" in rows[0].detail
+
+
+def test_pasted_solutions_keep_the_learners_names_and_drop_annotations():
+    nb = nbformat.read(ROOT / "notebooks" / "09_workloads_and_benchmarks.ipynb", as_version=4)
+    grade.paste_solutions(nb)
+    cell = next(c for c in nb.cells if "check_policy(my_policy)" in c.source)
+    assert "def my_policy(cands, rng=None):" in cell.source
+    assert "from radixlab.exercises.nb09 import AGE_TOKENS" in cell.source
+    assert "raise NotImplementedError" not in cell.source
+
+
+def test_course_py_grade_runs_the_grader_in_the_course_environment(monkeypatch):
+    spec = importlib.util.spec_from_file_location("course", ROOT / "course.py")
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)
+    calls = []
+    monkeypatch.setattr(course, "run", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
+    assert course.COMMANDS["grade"](["notebooks/06_router_and_scheduling.ipynb"]) == 0
+    cmd, kw = calls[0]
+    assert [str(c) for c in cmd[1:]] == ["-m", "radixlab.exercises.grade",
+                                         "notebooks/06_router_and_scheduling.ipynb"]
+    assert kw["env"]["PYTHONHASHSEED"] == "0"
+
+
+@REAL
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_every_notebook_with_its_solutions_grades_all_correct(tmp_path, name):
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    path = tmp_path / name
+    nbformat.write(grade.paste_solutions(nb), path)
+    rows, _ = grade.grade_notebook(path, timeout=600)
+    assert all(r.verdict == "Correct" for r in rows), grade.format_rows(rows)
