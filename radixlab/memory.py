@@ -152,10 +152,6 @@ class BlockTables:
             raise validate.InvalidInput(f"unknown request {rid!r}")
         return self._pages[rid]
 
-    def check(self, rid: Hashable) -> None:
-        """An error naming rid unless it has a page table."""
-        self._get(rid)
-
     def pages(self, rid: Hashable) -> np.ndarray:
         """rid's page table: the page holding positions [i*page_size, (i+1)*page_size)."""
         return np.array(self._get(rid), dtype=np.int64)
@@ -299,6 +295,10 @@ class KVCacheManager:
         self._lock: dict[Hashable, tuple[Any, int]] = {}  # rid -> (locked node, its length)
         self._cache_pages: set[int] = set()
 
+    def _known(self, rid: Hashable) -> None:
+        if validate.namespace(rid, "rid") not in self.tables:
+            raise validate.InvalidInput(f"unknown request {rid!r}")
+
     # -- requests -------------------------------------------------------------------------
     def match(self, tokens: Iterable[int], namespace: Hashable = None) -> Any:
         """Longest cached prefix of tokens (page-aligned); no holds are taken yet."""
@@ -346,7 +346,7 @@ class KVCacheManager:
     def unreserve(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
                   ) -> bool:
         """Undo reservations of rid back to `length` tokens (see `BlockTables.truncate`)."""
-        self.tables.check(rid)
+        self._known(rid)
         if length < self._lock[rid][1]:
             raise ValueError(f"cannot unreserve below rid {rid!r}'s locked cached prefix")
         return self.tables.truncate(rid, length, copies)
@@ -429,7 +429,7 @@ class KVCacheManager:
         self, rid: Hashable, tokens: Iterable[int] | None = None, namespace: Hashable = None
     ) -> np.ndarray:
         """Optionally insert rid's full pages, then unlock and release everything rid held."""
-        self.tables.check(rid)
+        self._known(rid)
         if tokens is not None:
             self.cache(rid, tokens, namespace)
         self.prefix_cache.dec_lock_ref(self._lock.pop(rid)[0])
