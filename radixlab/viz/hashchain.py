@@ -30,15 +30,15 @@ def draw_hash_chain(cache_or_export: Any, decode: Any = None, title: str = "") -
         while cur["parent"] is not None:
             d, cur = d + 1, blocks[cur["parent"]]
         depth[bid] = d
-    rows: dict[int, int] = {}
+    cols: dict[int, int] = {}
     pos = {}
-    for bid in sorted(blocks, key=lambda b: (depth[b], b)):
-        r = rows.get(depth[bid], 0)
-        rows[depth[bid]] = r + 1
-        pos[bid] = (depth[bid] * 3.6, -r * 1.9)
-    width = max((x for x, _ in pos.values()), default=0) + 3.6
-    height = max(rows.values(), default=1) * 1.9
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * width), 1.1 * height + 0.9))
+    for bid in sorted(blocks, key=lambda b: (depth[b], b)):  # chains run down, branches across
+        c = cols.get(depth[bid], 0)
+        cols[depth[bid]] = c + 1
+        pos[bid] = (c * 3.6, -depth[bid] * 2.1)
+    width = max(cols.values(), default=1) * 3.6
+    height = (max(depth.values(), default=0) + 1) * 2.1
+    fig, ax = plt.subplots(figsize=(0.95 * width + 3.2, 0.95 * height + 0.6))
     for bid, (x, y) in pos.items():
         b = blocks[bid]
         text = repr(decode(b["tokens"])) if decode else str(b["tokens"])
@@ -50,10 +50,10 @@ def draw_hash_chain(cache_or_export: Any, decode: Any = None, title: str = "") -
         ax.text(x + 1.5, y + 0.52, block_label(text), ha="center", va="center", fontsize=9)
         if b["parent"] is not None:
             px, py = pos[b["parent"]]
-            ax.annotate("", xy=(x, y + 0.75), xytext=(px + 3.0, py + 0.75),
+            ax.annotate("", xy=(x + 1.5, y + 1.55), xytext=(px + 1.5, py - 0.05),
                         arrowprops={"arrowstyle": "->", "lw": 0.9})
     ax.set_xlim(-0.2, width)
-    ax.set_ylim(-height + 0.3, 1.8)
+    ax.set_ylim(-height + 2.0, 1.8)
     ax.axis("off")
     ax.set_title(title, fontsize=11)
     ax.legend(handles=[Patch(facecolor="#fff2cc", edgecolor="black", label="unlocked (in the LRU "

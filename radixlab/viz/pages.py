@@ -293,9 +293,10 @@ def draw_cow(before: dict[str, Any], after: dict[str, Any],
     return fig
 
 
-def draw_reservation(lengths: Sequence[int], max_len: int, page_size: int,
+def draw_reservation(lengths: Sequence[int], max_len: int | Sequence[int], page_size: int,
                      legend_loc: str | None = None) -> Any:
-    """Per request: tokens used vs memory held with a max_len buffer and with pages.
+    """Per request: tokens used vs memory held with a contiguous buffer (`max_len` slots, or
+    one size per request, e.g. prompt + generation budget) and with pages.
 
     The legend sits outside the axes, right of the bars, so it never hides one; pass a
     matplotlib `legend_loc` (e.g. "upper right") to put it inside instead.
@@ -305,16 +306,19 @@ def draw_reservation(lengths: Sequence[int], max_len: int, page_size: int,
     lengths = np.asarray(lengths)
     paged = -(-lengths // page_size) * page_size
     idx = np.arange(len(lengths))
+    per_request = not np.isscalar(max_len)
+    buffers = np.asarray(max_len) if per_request else np.full(len(lengths), max_len)
     fig, ax = plt.subplots(figsize=(8, 3))
-    ax.bar(idx, [max_len] * len(lengths), color="#f4cccc", label=f"contiguous buffer ({max_len})")
+    ax.bar(idx, buffers, color="#f4cccc", label="contiguous buffer" + (
+        " (prompt + budget)" if per_request else f" ({max_len})"))
     ax.bar(idx, paged, color="#9fc5e8", label=f"pages of {page_size}")
     ax.bar(idx, lengths, color="#3d85c6", label="tokens actually stored")
     ax.set_xlabel("request")
     ax.set_ylabel("KV slots held")
     if legend_loc is None:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     else:
-        ax.legend(fontsize=8, loc=legend_loc)
+        ax.legend(fontsize=9, loc=legend_loc)
     fig.tight_layout()
     return fig
 
