@@ -58,8 +58,8 @@ def serve_and_compare(engine: Any, prompts: Sequence[Any], max_new_tokens: int =
         ref = hf_greedy(engine.hf_model, res.prompt_ids, max_new_tokens)
         same = res.token_ids == ref
         same_all &= same
-        print(f"prompt {first + i}: {len(res.prompt_ids):3d} tokens, {res.cached_tokens:3d} from the "
-              f"cache, {len(res.token_ids):2d} generated, equal to transformers: {same}")
+        print(f"prompt {first + i}: {len(res.prompt_ids):3d} tokens, {res.cached_tokens:3d} from "
+              f"the cache, {len(res.token_ids):2d} generated, equal to transformers: {same}")
     st = engine.last_stats
     print(f"hit rate {st.hit_rate:.1%} ({st.cached_tokens} of {st.prompt_tokens} prompt tokens "
           "came from the cache)")
