@@ -3,11 +3,12 @@
 
 All create `.venv` if it is missing, install the pinned dependencies (skipped when nothing
 changed since the last install), make sure graphviz's `dot` binary is present, then open
-JupyterLab on notebooks/ (`lab`), run the whole test suite including `pytest --nbval` (`test`),
-or grade notebooks (`grade [notebooks...] [--solutions]`: each runs from a copy, the learner's
-edits kept and nothing written back, and one table says, per exercise, Correct / Not attempted /
-Incorrect with the smallest failing case, and how long its check took; exit status 0 when every
-exercise is correct). Needs nothing but Python 3.11.
+JupyterLab on notebooks/ (`lab`; the course's own notebooks are trusted first, so their saved
+widgets and pictures render on open), run the whole test suite including `pytest --nbval`
+(`test`), or grade notebooks (`grade [notebooks...] [--solutions]`: each runs from a copy, the
+learner's edits kept and nothing written back, and one table says, per exercise, Correct / Not
+attempted / Incorrect with the smallest failing case, and how long its check took; exit status 0
+when every exercise is correct). Needs nothing but Python 3.11.
 """
 
 from __future__ import annotations
@@ -102,7 +103,31 @@ def ensure_dot() -> None:
         )
 
 
+TRUST = """
+import sys
+import nbformat
+from nbformat.sign import NotebookNotary
+notary, signed = NotebookNotary(), 0
+for path in sys.argv[1:]:
+    nb = nbformat.read(path, as_version=4)
+    if not notary.check_signature(nb):
+        notary.sign(nb)
+        signed += 1
+print(f"[course] {signed} of {len(sys.argv) - 1} notebooks newly trusted", flush=True)
+"""
+
+
+def trust_notebooks() -> int:
+    """Trust (sign) the course's own notebooks, as `jupyter trust` does, so JupyterLab renders
+    their saved outputs (widgets, rich output) before any cell runs. Signs only notebooks not
+    yet trusted, so a second call only checks."""
+    paths = sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    return subprocess.call([str(PY), "-c", TRUST, *paths], cwd=ROOT)
+
+
 def lab(args: list[str]) -> int:
+    if trust_notebooks() != 0:
+        say("could not trust the notebooks: saved widgets show as text until their cells run")
     root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
     return run([BIN / "jupyter", "lab", "--notebook-dir", ROOT / "notebooks", *root, *args])
 

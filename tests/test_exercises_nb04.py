@@ -210,3 +210,48 @@ def test_hash_chain_mutants_are_rejected_with_a_small_case(mutant):
 def test_hash_chain_stub_names_block_hash():
     verdict = nb04.hash_chain.evaluate(nb04.HashCacheBase)
     assert verdict.status == "not attempted" and "`block_hash`" in verdict.problem
+
+
+# ---------------------------------------------------------------- the engine on learners' pieces
+
+
+def _tiny_llama():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_the_engine_serves_from_learners_pieces_with_the_tokens_of_transformers(capsys):
+    from radixlab.engine import Engine
+    from radixlab.exercises.plug import serve_and_compare, use_allocator, use_tables
+    from radixlab.exercises.solutions import SolutionPageAllocator, SolutionRadixTree
+
+    rng = np.random.default_rng(0)
+    prefix = rng.integers(1, 97, 40).tolist()
+    prompts = [prefix + rng.integers(1, 97, int(k)).tolist() for k in (3, 9, 17)]
+    for cache in (SolutionRadixTree, SolutionHashCache):
+        engine = Engine(model=_tiny_llama(), cache=cache, page_size=4, pool_tokens=512)
+        use_allocator(engine, SolutionPageAllocator)
+        use_tables(engine, SolutionPageTables)
+        assert serve_and_compare(engine, prompts[:1], max_new_tokens=5)
+        assert serve_and_compare(engine, prompts[1:], max_new_tokens=5, first=1)
+        engine.manager.check_invariants()
+        assert type(engine.manager.allocator) is SolutionPageAllocator
+        assert engine.last_stats.cached_tokens == 2 * 40
+    out = capsys.readouterr().out
+    assert "equal to transformers: False" not in out and "prompt 2:" in out
+
+
+def test_parts_are_swapped_only_while_nothing_runs():
+    from radixlab.engine import Engine
+    from radixlab.exercises.plug import use_allocator
+
+    engine = Engine(model=_tiny_llama(), page_size=4, pool_tokens=512)
+    engine.generate([[1, 2, 3, 4, 5]], max_new_tokens=2)
+    with pytest.raises(RuntimeError, match="before anything is cached"):
+        use_allocator(engine, PageAllocator)

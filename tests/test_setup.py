@@ -77,6 +77,35 @@ def test_missing_dot_is_explained(monkeypatch, capsys):
     assert "dot` is still missing" in out and "matplotlib" in out and "conda" in out
 
 
+def _course_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("course", ROOT / "course.py")
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)
+    return course
+
+
+def test_trusting_the_notebooks_is_idempotent_and_cheap_the_second_time(tmp_path, monkeypatch,
+                                                                         capfd):
+    course = _course_module()
+    monkeypatch.setattr(course, "PY", sys.executable)  # this venv: no installation here
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path))
+    n = len(list((ROOT / "notebooks").glob("*.ipynb")))
+    assert course.trust_notebooks() == 0
+    assert f"{n} of {n} notebooks newly trusted" in capfd.readouterr().out
+    start = time.perf_counter()
+    assert course.trust_notebooks() == 0
+    assert f"0 of {n} notebooks newly trusted" in capfd.readouterr().out
+    assert time.perf_counter() - start < 30
+
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome.ipynb", as_version=4)
+    assert NotebookNotary(data_dir=str(tmp_path)).check_signature(nb)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,7 +120,8 @@ def _get(url: str) -> tuple[int, bytes]:
 @pytest.mark.skipif(os.name == "nt", reason="posix process handling")
 def test_lab_command_serves_the_notebooks(tmp_path):
     port, token = _free_port(), "radixlab-test"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path)}
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path),
+           "JUPYTER_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "course.py", "lab", "--no-browser", f"--port={port}",
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}"],
@@ -117,6 +147,8 @@ def test_lab_command_serves_the_notebooks(tmp_path):
         status, body = _get(f"{base}/api/contents/00_welcome.ipynb?token={token}")
         cells = json.loads(body)["content"]["cells"]
         assert any("radixlab" in "".join(c["source"]) for c in cells)
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert code and all(c["metadata"].get("trusted") for c in code), "notebooks not trusted"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, 15)

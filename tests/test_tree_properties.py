@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from radixlab.conformance import Trace
+from radixlab.conformance.lru import lru_part
 from radixlab.conformance.ops import NAMESPACE, TOKENS
-from radixlab.conformance.tree import lru_part, node_paths, operations_part
+from radixlab.conformance.tree import node_paths, operations_part
 from radixlab.tree import RadixTree
 
 # The radix tree's conformance suite (radixlab/conformance/tree.py): the same parts notebook 02

@@ -10,7 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from radixlab.viz.pages import (  # noqa: E402
+    COPY,
     FREE,
+    SHARED,
     MemoryRecorder,
     describe,
     draw_block_tables,
@@ -66,19 +68,35 @@ def test_pool_figure_has_one_square_per_page_and_refcount_labels(shared):
     plt.close(fig)
 
 
-def test_block_tables_draw_one_arrow_per_entry(shared):
-    s = snapshot(shared.mgr)
-    fig = draw_block_tables(s)
-    arrows = [t for t in fig.axes[0].texts if getattr(t, "arrow_patch", None) is not None]
-    assert len(arrows) == sum(len(r["pages"]) for r in s["requests"])
-    assert to_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+def _arrows(ax):
+    return [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
 
 
-def test_block_table_arrows_are_curved_and_land_apart_on_page_tops(shared):
+def test_block_tables_name_pages_and_colour_shared_ones_apart(shared):
     s = snapshot(shared.mgr)
     fig = draw_block_tables(s)
     ax = fig.axes[0]
-    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert not _arrows(ax), "no arrows by default: they tangle on shared pages"
+    labels = [t.get_text() for t in ax.texts]
+    assert labels.count("p0") == 1 + len(s["requests"])  # the pool page and each table entry
+    grey = matplotlib.colors.to_rgb(SHARED)
+    shared_boxes = [p for p in ax.patches if p.get_width() == 1
+                    and p.get_facecolor()[:3] == grey]
+    # pages 0..2 are held by both requests: grey in the pool and in both tables
+    assert len(shared_boxes) == 3 + 3 * len(s["requests"])
+    texts = [t for t in ax.texts if t.get_text() in ("p0", "x3")]
+    assert all(t.get_fontsize() >= 9 for t in texts)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "held by several requests" in legend and "also held by the cache" in legend
+    assert to_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_block_table_arrows_when_asked_are_curved_and_land_apart_on_page_tops(shared):
+    s = snapshot(shared.mgr)
+    fig = draw_block_tables(s, arrows=True)
+    ax = fig.axes[0]
+    arrows = _arrows(ax)
+    assert len(arrows) == sum(len(r["pages"]) for r in s["requests"])
     styles = {a.arrow_patch.get_connectionstyle().rad for a in arrows}
     assert len(styles) == len(s["requests"]) and all(r != 0 for r in styles)
     tops = {(p.get_x(), p.get_y() + 1) for p in ax.patches if p.get_width() == 1}
@@ -110,6 +128,14 @@ def test_cow_and_reservation_figures(shared):
     assert copies and after["requests"][-1]["pages"][-1] == copies[0][1]
     fig = draw_cow(before, after, copies)
     assert len(fig.axes) == 2
+    top, bottom = fig.axes
+    assert not _arrows(top) and len(_arrows(bottom)) == len(copies)
+    (src, dst), = copies
+    arrow = _arrows(bottom)[0]
+    assert arrow.arrow_patch.get_edgecolor()[:3] == matplotlib.colors.to_rgb(COPY)
+    legend = [t.get_text() for t in bottom.get_legend().get_texts()]
+    assert any("copy" in t for t in legend)
+    assert fig.get_size_inches()[0] <= 12, "stacked, so each panel keeps the notebook's width"
     plt.close(fig)
     fig = draw_reservation([3, 10], max_len=16, page_size=4)
     heights = [p.get_height() for p in fig.axes[0].patches]
@@ -148,7 +174,7 @@ def test_snapshot_of_bare_block_tables():
 
 def test_hash_chain_drawing_has_one_box_and_one_arrow_per_link():
     from radixlab.hashcache import HashPrefixCache
-    from radixlab.viz.pages import draw_hash_chain
+    from radixlab.viz.hashchain import draw_hash_chain
 
     c = HashPrefixCache(page_size=2)
     c.insert([1, 2, 3, 4], [0, 1, 2, 3])
@@ -160,3 +186,12 @@ def test_hash_chain_drawing_has_one_box_and_one_arrow_per_link():
     assert len(arrows) == 2
     assert "'ab'" in [t.get_text() for t in ax.texts]
     plt.close(fig)
+
+
+def test_block_labels_keep_the_end_where_blocks_differ():
+    from radixlab.viz.hashchain import block_label
+
+    a = block_label("You are a helpful assistant. What does a cow say?")
+    b = block_label("You are a helpful assistant. Where is the pool?")
+    assert a != b and a.endswith("does a cow say?") and "…" in a
+    assert block_label("short") == "short"

@@ -164,3 +164,66 @@ def test_trie_export_draws_plain_trie():
     assert state["nodes"][1]["children"] == [2, 3]
     src = tree_graph(state, decode=decode).source
     assert "'the'" in src and "'sat'" in src and "lock=" not in src
+
+
+# ---------------------------------------------------------------- legend, ghosts, pages, dot
+
+
+def test_every_picture_has_the_colour_legend():
+    import matplotlib.pyplot as plt
+
+    from radixlab.viz.trees import LEGEND
+
+    source = tree_graph(sample_tree(), decode, title="t").source
+    assert all(text in source for text, *_ in LEGEND) and "#e6550d" in source
+    fig = draw_tree_matplotlib(sample_tree(), decode)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == [text for text, *_ in LEGEND]
+    plt.close(fig)
+
+
+def test_evicted_nodes_are_drawn_as_ghosts_under_their_old_parents():
+    from radixlab.viz.trees import with_ghosts
+
+    rec = TreeRecorder(RadixTree(), decode=decode)
+    rec.insert([1, 2, 3], [1, 2, 3])
+    rec.insert([1, 2, 5], [4, 5, 6])
+    rec.evict(1)
+    merged = with_ghosts(rec.states[-1], rec.states[-2])
+    ghosts = [n for n in merged["nodes"] if n.get("ghost")]
+    assert [g["tokens"] for g in ghosts] == [[3]]
+    parent = next(n for n in merged["nodes"] if n["id"] == ghosts[0]["parent"])
+    assert ghosts[0]["id"] in parent["children"]
+    source = tree_graph(merged, decode).source
+    assert "dashed" in source and "'sat'" in source
+    assert with_ghosts(rec.states[-1], None) is rec.states[-1]
+
+
+def test_paged_edges_show_one_page_per_line():
+    assert edge_text([1, 2, 3, 4, 5, 1], decode, page_size=2) == "'the cat'\n'sat down'\n'ran the'"
+    many = edge_text(list(range(1, 6)) * 4, page_size=2)
+    assert many.count("\n") == 3 and many.endswith("more pages")
+    t = RadixTree(page_size=2)
+    t.insert([1, 2, 3, 4], [0, 1, 2, 3])
+    assert "'the cat'\\n'sat down'" in tree_graph(t, decode).source
+
+
+def test_a_broken_dot_falls_back_to_matplotlib(tmp_path, monkeypatch):
+    fake = tmp_path / "dot"
+    fake.write_text("#!/bin/sh\necho 'dot: broken install' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    assert env.has_dot() and shutil.which("dot") == str(fake)
+    png = tree_png(sample_tree(), decode=decode, title="broken dot")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_learners_tree_draws_like_the_reference():
+    from radixlab.exercises.solutions import SolutionRadixTree
+
+    t = SolutionRadixTree()
+    t.insert([1, 2, 3], [0, 1, 2])
+    t.insert([1, 2, 5], [3, 4, 5])
+    png = tree_png(t, decode)
+    assert png[:4] == b"\x89PNG"
+    assert "#9ecae1" in tree_graph(t, decode).source  # the split node is coloured

@@ -1,9 +1,10 @@
 """Conformance suites: the property tests a piece must pass, shared by the package's tests and
 the notebooks' build exercises.
 
-One module per piece (`tree`, `allocator`, `tables`, `hashchain`, `policy`, `flops`, `decode`),
-each exposing a `Suite`: parts that draw random examples (operation sequences) with hypothesis and
-replay them against a naive model, checking invariants after every step. `run_suite(suite, impl)`
+One module per piece (`tree` with its `lru` part, `allocator`, `tables`, `hashchain`, `policy`,
+`flops`, `decode`), each exposing a `Suite`: parts that draw random examples (operation sequences,
+`ops`) with hypothesis and replay them against a naive model, checking invariants after every
+step. `run_suite(suite, impl)`
 searches derandomized, bounded examples, shrinks a failure to the smallest failing example and
 returns a `Verdict` whose `report()` narrates it in the notebook's words (`words=decode`).
 

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from radixlab.conformance.lru import LRU_OPS
 from radixlab.conformance.ops import OPS, smaller_operations
 from radixlab.conformance.report import Trace
 from radixlab.conformance.runner import Part, Suite, without_one_op
-from radixlab.conformance.tree import LRU_OPS
 
 
 class Model:

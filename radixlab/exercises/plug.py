@@ -48,17 +48,18 @@ def hf_greedy(model: Any, prompt: Sequence[int], max_new_tokens: int) -> list[in
     return out[0, ids.shape[1]:].tolist()
 
 
-def serve_and_compare(engine: Any, prompts: Sequence[Any], max_new_tokens: int = 16) -> bool:
+def serve_and_compare(engine: Any, prompts: Sequence[Any], max_new_tokens: int = 16,
+                      first: int = 0) -> bool:
     """Generate all prompts in one call, compare each with `hf_greedy`, print one line per
-    prompt and the hit rate; True when every prompt's tokens are equal."""
+    prompt (numbered from `first`) and the hit rate; True when every prompt's tokens agree."""
     results = engine.generate(list(prompts), max_new_tokens=max_new_tokens)
     same_all = True
     for i, res in enumerate(results):
         ref = hf_greedy(engine.hf_model, res.prompt_ids, max_new_tokens)
         same = res.token_ids == ref
         same_all &= same
-        print(f"prompt {i}: {len(res.prompt_ids):3d} tokens, {res.cached_tokens:3d} from the "
-              f"cache, {len(res.token_ids):2d} generated, equal to transformers: {same}")
+        print(f"prompt {first + i}: {len(res.prompt_ids):3d} tokens, {res.cached_tokens:3d} from "
+              f"the cache, {len(res.token_ids):2d} generated, equal to transformers: {same}")
     st = engine.last_stats
     print(f"hit rate {st.hit_rate:.1%} ({st.cached_tokens} of {st.prompt_tokens} prompt tokens "
           "came from the cache)")

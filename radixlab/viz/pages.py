@@ -15,6 +15,8 @@ import numpy as np
 
 FREE = "#eeeeee"
 CACHE_ONLY = "#f2c14e"  # cached, held by nobody else: evictable
+SHARED = "#6f6f6f"      # held by two or more requests
+COPY = "#d62728"        # copy-on-write: the page copied and its copy
 PALETTE = [
     "#4e79a7", "#e15759", "#59a14f", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#edc948",
     "#bab0ac", "#f28e2b",
@@ -109,14 +111,30 @@ def _page_xy(page: int, cols: int, x0: float = 0.0, row_pitch: float = 1.1) -> t
     return x0 + (page % cols) * 1.1, -(page // cols) * row_pitch
 
 
+def _page_style(state: dict[str, Any], page: int) -> tuple[str, list[str]]:
+    """A page's fill and the colours of its request holders: private pages take their
+    request's colour, pages two or more requests hold are SHARED grey (chips name the holders),
+    pages only the cache holds are gold."""
+    colors = _colors(state)
+    who = page_owners(state)[page]
+    reqs = [w for w in who if w != "cache"]
+    if not who:
+        return FREE, []
+    if not reqs:
+        return CACHE_ONLY, []
+    if len(set(reqs)) > 1:
+        return SHARED, [colors[r] for r in dict.fromkeys(reqs)]
+    return colors[reqs[0]], []
+
+
 def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0,
                highlight: Sequence[int] = (), row_pitch: float = 1.1) -> int:
-    """Draw every page as a square colored by its first holder; returns the column count."""
+    """Draw every page as a square: fill = holder (see `_page_style`), the coloured part =
+    how full it is, a gold outline = the cache holds it too, 'xN' = N holders."""
     from matplotlib.patches import Rectangle
 
     cols, _ = _grid(state["num_pages"], cols)
     owners = page_owners(state)
-    colors = _colors(state)
     ps = state["page_size"]
     fill_of = {}
     for req in state["requests"]:
@@ -127,44 +145,51 @@ def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0
     for page in range(state["num_pages"]):
         x, y = _page_xy(page, cols, x0, row_pitch)
         who = owners[page]
-        reqs = [w for w in who if w != "cache"]
-        color = FREE if not who else colors[reqs[0]] if reqs else CACHE_ONLY
+        color, chips = _page_style(state, page)
         frac = fill_of.get(page, 0) / ps if who else 1.0
         ax.add_patch(Rectangle((x, y), 1, 1, facecolor=FREE, edgecolor="#999999", lw=0.8))
         if who:
             ax.add_patch(Rectangle((x, y), frac, 1, facecolor=color, edgecolor="none"))
-            if "cache" in who and reqs:
+            for k, chip in enumerate(chips):
+                w = 1 / len(chips)
+                ax.add_patch(Rectangle((x + k * w, y), w, 0.16, facecolor=chip,
+                                       edgecolor="white", lw=0.5, zorder=3))
+            if "cache" in who and len(who) > 1:
                 ax.add_patch(Rectangle((x, y), 1, 1, fill=False, edgecolor=CACHE_ONLY, lw=3))
-        rc = len(who)
-        edge = "#d62728" if page in highlight else "black" if rc > 1 else None
-        if edge:
-            ax.add_patch(Rectangle((x, y), 1, 1, fill=False, edgecolor=edge,
-                                   lw=2.5 if page in highlight else 1.6))
-        ax.text(x + 0.5, y + 0.68, f"p{page}", ha="center", va="center", fontsize=7, zorder=4)
-        if rc > 1:
-            ax.text(x + 0.5, y + 0.3, f"x{rc}", ha="center", va="center", fontsize=8,
-                    fontweight="bold", zorder=4)
+        if page in highlight:
+            ax.add_patch(Rectangle((x - 0.06, y - 0.06), 1.12, 1.12, fill=False,
+                                   edgecolor=COPY, lw=2.5, zorder=5))
+        dark = bool(who) and frac > 0.5 and color in (SHARED, *PALETTE[:4])
+        ax.text(x + 0.5, y + 0.7, f"p{page}", ha="center", va="center", fontsize=9, zorder=4,
+                color="white" if dark else "black")
+        if len(who) > 1:
+            ax.text(x + 0.5, y + 0.36, f"x{len(who)}", ha="center", va="center", fontsize=10,
+                    fontweight="bold", zorder=4, color="white" if dark else "black")
     return cols
 
 
-def _legend(ax: Any, state: dict[str, Any]) -> None:
+def _legend(ax: Any, state: dict[str, Any], extra: Sequence[Any] = ()) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=c, label=f"request {r}") for r, c in _colors(state).items()]
-    handles += [Patch(facecolor=CACHE_ONLY, label="cache only (evictable)"),
-                Patch(facecolor=FREE, edgecolor="#999999", label="free")]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7,
+    handles += [Patch(facecolor=SHARED, label="held by several requests"),
+                Patch(facecolor="white", edgecolor=CACHE_ONLY, lw=2.5,
+                      label="also held by the cache"),
+                Patch(facecolor=CACHE_ONLY, label="cache only (evictable)"),
+                Patch(facecolor=FREE, edgecolor="#999999", label="free"), *extra]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9,
               frameon=False)
 
 
 def draw_pool(state: dict[str, Any], cols: int | None = None, title: str | None = None,
               ax: Any = None) -> Any:
-    """The pool as a page grid: color = holder, fill = used slots, 'xN' = refcount N > 1."""
+    """The pool as a page grid: colour = holder, coloured part = used slots, 'xN' = refcount
+    N > 1, chips along the bottom = the requests sharing a page."""
     import matplotlib.pyplot as plt
 
     cols_, rows = _grid(state["num_pages"], cols)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1.1 + 0.5 * cols_, 0.6 + 0.5 * rows))
+        fig, ax = plt.subplots(figsize=(2.6 + 0.55 * cols_, 0.7 + 0.55 * rows))
     else:
         fig = ax.figure
     _draw_grid(ax, state, cols_)
@@ -172,12 +197,12 @@ def draw_pool(state: dict[str, Any], cols: int | None = None, title: str | None 
     ax.set_ylim(-(rows - 1) * 1.1 - 0.2, 1.2)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title if title is not None else state.get("label", ""), fontsize=9)
+    ax.set_title(title if title is not None else state.get("label", ""), fontsize=11)
     _legend(ax, state)
     return fig
 
 
-ROW_PITCH = 1.6  # pool rows in `draw_block_tables`: the gap is where arrows land
+ROW_PITCH = 1.6  # pool rows in `draw_block_tables`: room for the copy arrows
 
 
 def _arrow_end(page: int, i: int, n: int, cols: int, x0: float) -> tuple[float, float]:
@@ -187,70 +212,91 @@ def _arrow_end(page: int, i: int, n: int, cols: int, x0: float) -> tuple[float, 
 
 
 def draw_block_tables(state: dict[str, Any], cols: int | None = None, title: str | None = None,
-                      highlight: Sequence[int] = (), ax: Any = None) -> Any:
-    """Requests' block tables (left) with a curved arrow from each entry to the top of its page
-    in the pool; each request has its own color, curvature and landing point on a shared page."""
+                      highlight: Sequence[int] = (), ax: Any = None,
+                      arrows: bool = False) -> Any:
+    """Each request's block table (left: one box per logical block, naming its page) and the
+    pool (right). An entry pointing at a page several requests share is grey like the page;
+    `arrows=True` also draws an arrow from every entry to its page (busy with many requests)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     reqs = state["requests"]
     width = max((len(r["pages"]) for r in reqs), default=1)
     cols_, rows = _grid(state["num_pages"], cols or 8)
-    x0 = width * 1.1 + 4.0
+    x0 = max(width * 1.1 + 2.0, 6.5)
     height = max(rows * ROW_PITCH, len(reqs) * 1.4)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(0.45 * (x0 + cols_ * 1.1) + 1.5, 0.45 * height + 1.0))
+        fig, ax = plt.subplots(figsize=(0.5 * (x0 + cols_ * 1.1) + 3.2, 0.5 * height + 1.2))
     else:
         fig = ax.figure
     _draw_grid(ax, state, cols_, x0=x0, highlight=highlight, row_pitch=ROW_PITCH)
     colors = _colors(state)
     for i, req in enumerate(reqs):
         y = -i * 1.4
-        ax.text(-0.3, y + 0.5, f"{req['rid']}", ha="right", va="center", fontsize=8)
+        ax.text(-0.3, y + 0.5, f"{req['rid']}", ha="right", va="center", fontsize=10)
         for j, (page, fill) in enumerate(zip(req["pages"], req["fill"], strict=True)):
             x = j * 1.1
-            ax.add_patch(Rectangle((x, y), 1, 1, facecolor="white", edgecolor=colors[req["rid"]],
-                                   lw=1.5, zorder=2.5))
+            shared = _page_style(state, page)[0] == SHARED
+            ax.add_patch(Rectangle((x, y), 1, 1, facecolor=SHARED if shared else "white",
+                                   edgecolor=colors[req["rid"]], lw=1.8, zorder=2.5))
             ax.add_patch(Rectangle((x, y), fill / state["page_size"], 0.18,
                                    facecolor=colors[req["rid"]], edgecolor="none", zorder=2.6))
-            ax.text(x + 0.5, y + 0.55, str(page), ha="center", va="center", fontsize=7, zorder=4)
-            ax.annotate("", xy=_arrow_end(page, i, len(reqs), cols_, x0),
-                        xytext=(x + 0.5, y + 1),
-                        arrowprops={"arrowstyle": "-|>", "color": colors[req["rid"]],
-                                    "lw": 0.9, "alpha": 0.75, "shrinkA": 0, "shrinkB": 0,
-                                    "mutation_scale": 7,
-                                    "connectionstyle": f"arc3,rad=-{0.12 + 0.05 * (i % 4):.2f}"},
-                        zorder=3)
-    ax.text(0, 2.2, "block tables (logical block -> page)", fontsize=8)
-    ax.text(x0, 2.2, "KV pool (pages)", fontsize=8)
+            ax.text(x + 0.5, y + 0.58, f"p{page}", ha="center", va="center", fontsize=9,
+                    zorder=4, color="white" if shared else "black")
+            if arrows:
+                ax.annotate("", xy=_arrow_end(page, i, len(reqs), cols_, x0),
+                            xytext=(x + 0.5, y + 1),
+                            arrowprops={"arrowstyle": "-|>", "color": colors[req["rid"]],
+                                        "lw": 0.9, "alpha": 0.75, "shrinkA": 0, "shrinkB": 0,
+                                        "mutation_scale": 7, "connectionstyle":
+                                        f"arc3,rad=-{0.12 + 0.05 * (i % 4):.2f}"}, zorder=3)
+    ax.text(0, 1.5, "block tables (block -> page)", fontsize=10)
+    ax.text(x0, 1.5, "KV pool (pages)", fontsize=10)
     ax.set_xlim(-1.5, x0 + cols_ * 1.1 + 0.2)
-    ax.set_ylim(-height, 3.4)
+    ax.set_ylim(-height, 2.4)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title if title is not None else state.get("label", ""), fontsize=9)
+    ax.set_title(title if title is not None else state.get("label", ""), fontsize=11)
     _legend(ax, state)
     return fig
 
 
 def draw_cow(before: dict[str, Any], after: dict[str, Any],
              copies: Sequence[tuple[int, int]] = (), cols: int | None = None) -> Any:
-    """Copy-on-write as before/after: the shared page (red outline) and its fresh copy."""
+    """Copy-on-write, before (top) and after (bottom): in the pool an arrow from each copied
+    page to its copy (outlined), and the writers' table entries now naming the copies."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 3.6))
+    fig, axes = plt.subplots(2, 1, figsize=(11, 6.4))
     src = [s for s, _ in copies]
     dst = [d for _, d in copies]
     draw_block_tables(before, cols=cols, ax=axes[0], highlight=src,
                       title=before.get("label") or "before")
     draw_block_tables(after, cols=cols, ax=axes[1], highlight=src + dst,
                       title=after.get("label") or "after")
+    reqs = after["requests"]
+    width = max((len(r["pages"]) for r in reqs), default=1)
+    cols_, _ = _grid(after["num_pages"], cols or 8)
+    x0 = max(width * 1.1 + 2.0, 6.5)
+    for k, (s, d) in enumerate(copies):
+        sx, sy = _page_xy(s, cols_, x0, ROW_PITCH)
+        dx, dy = _page_xy(d, cols_, x0, ROW_PITCH)
+        axes[1].annotate("", xy=(dx + 0.5, dy + 1.05), xytext=(sx + 0.5, sy + 1.05),
+                         arrowprops={"arrowstyle": "-|>", "color": COPY, "lw": 2.0,
+                                     "mutation_scale": 12, "shrinkA": 2, "shrinkB": 2,
+                                     "connectionstyle": f"arc3,rad=-{0.45 + 0.15 * k:.2f}"},
+                         zorder=6)
+    handle = Line2D([], [], color=COPY, lw=2, marker=">", label="copy: shared page -> its copy")
+    _legend(axes[1], after, extra=[handle])
     fig.tight_layout()
     return fig
 
 
-def draw_reservation(lengths: Sequence[int], max_len: int, page_size: int,
+def draw_reservation(lengths: Sequence[int], max_len: int | Sequence[int], page_size: int,
                      legend_loc: str | None = None) -> Any:
-    """Per request: tokens used vs memory held with a max_len buffer and with pages.
+    """Per request: tokens used vs memory held with a contiguous buffer (`max_len` slots, or
+    one size per request, e.g. prompt + generation budget) and with pages.
 
     The legend sits outside the axes, right of the bars, so it never hides one; pass a
     matplotlib `legend_loc` (e.g. "upper right") to put it inside instead.
@@ -260,16 +306,19 @@ def draw_reservation(lengths: Sequence[int], max_len: int, page_size: int,
     lengths = np.asarray(lengths)
     paged = -(-lengths // page_size) * page_size
     idx = np.arange(len(lengths))
+    per_request = not np.isscalar(max_len)
+    buffers = np.asarray(max_len) if per_request else np.full(len(lengths), max_len)
     fig, ax = plt.subplots(figsize=(8, 3))
-    ax.bar(idx, [max_len] * len(lengths), color="#f4cccc", label=f"contiguous buffer ({max_len})")
+    ax.bar(idx, buffers, color="#f4cccc", label="contiguous buffer" + (
+        " (prompt + budget)" if per_request else f" ({max_len})"))
     ax.bar(idx, paged, color="#9fc5e8", label=f"pages of {page_size}")
     ax.bar(idx, lengths, color="#3d85c6", label="tokens actually stored")
     ax.set_xlabel("request")
     ax.set_ylabel("KV slots held")
     if legend_loc is None:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     else:
-        ax.legend(fontsize=8, loc=legend_loc)
+        ax.legend(fontsize=9, loc=legend_loc)
     fig.tight_layout()
     return fig
 
@@ -313,48 +362,3 @@ class MemoryRecorder:
         from radixlab.viz.stepper import step_through
 
         return step_through(self.states, self.render, labels=self.labels)
-
-
-def draw_hash_chain(cache_or_export: Any, decode: Any = None, title: str = "") -> Any:
-    """A hash prefix cache as boxes (one per block: short hash, page, tokens) with an arrow from
-    each block to the block whose hash it was chained on."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
-    state = cache_or_export.export() if hasattr(cache_or_export, "export") else cache_or_export
-    blocks = {b["id"]: b for b in state["blocks"]}
-    depth: dict[int, int] = {}
-    for bid in blocks:
-        d, cur = 0, blocks[bid]
-        while cur["parent"] is not None:
-            d, cur = d + 1, blocks[cur["parent"]]
-        depth[bid] = d
-    rows: dict[int, int] = {}
-    pos = {}
-    for bid in sorted(blocks, key=lambda b: (depth[b], b)):
-        r = rows.get(depth[bid], 0)
-        rows[depth[bid]] = r + 1
-        pos[bid] = (depth[bid] * 3.2, -r * 1.5)
-    width = max((x for x, _ in pos.values()), default=0) + 3.2
-    height = max(rows.values(), default=1) * 1.5
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * width), 0.9 * height + 0.6))
-    for bid, (x, y) in pos.items():
-        b = blocks[bid]
-        text = repr(decode(b["tokens"])) if decode else str(b["tokens"])
-        text = text if len(text) <= 22 else text[:19] + "..."
-        locked = b["lock_ref"] > 0
-        ax.add_patch(FancyBboxPatch((x, y), 2.6, 1.1, boxstyle="round,pad=0.05",
-                                    facecolor="#d9ead3" if locked else "#fff2cc",
-                                    edgecolor="black", lw=0.8))
-        ax.text(x + 1.3, y + 0.8, f"#{b['hash']}  page {b['page']}", ha="center", fontsize=7,
-                family="monospace")
-        ax.text(x + 1.3, y + 0.3, text, ha="center", fontsize=7)
-        if b["parent"] is not None:
-            px, py = pos[b["parent"]]
-            ax.annotate("", xy=(x, y + 0.55), xytext=(px + 2.6, py + 0.55),
-                        arrowprops={"arrowstyle": "->", "lw": 0.8})
-    ax.set_xlim(-0.2, width)
-    ax.set_ylim(-height + 0.3, 1.4)
-    ax.axis("off")
-    ax.set_title(title, fontsize=9)
-    return fig
