@@ -14,6 +14,7 @@ in the built-ins below).
 | scheduling policy | `scheduling_policies` | `policy(candidates, rng) -> ordered candidates` |
 | attention backend | `attention_backends` | `AttentionBackend` (see `radixlab.attention`) |
 | model architecture | `architectures` | `Architecture` (see `radixlab.architectures`) |
+| host-tier write policy | `write_policies` | `WritePolicy` (see `radixlab.write_policy`) |
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ caches = Registry("prefix cache", {
     "radix": "radixlab.tree:RadixTree",
     "hash": "radixlab.hashcache:HashPrefixCache",
     "none": "radixlab.hashcache:NoPrefixCache",
+    "tiered": "radixlab.tier_tree:TieredRadixTree",
 })
 
 eviction_policies = Registry("eviction policy", {
@@ -160,6 +162,13 @@ architectures = Registry("model architecture", {
     "qwen2": "radixlab.architectures:QWEN2",
     "qwen3": "radixlab.architectures:QWEN3",
     "mistral": "radixlab.architectures:MISTRAL",
+})
+
+
+write_policies = Registry("write policy", {
+    "write_through": "radixlab.write_policy:WRITE_THROUGH",
+    "write_through_selective": "radixlab.write_policy:WRITE_THROUGH_SELECTIVE",
+    "write_back": "radixlab.write_policy:WRITE_BACK",
 })
 
 
