@@ -23,6 +23,7 @@ STAMP = VENV / ".radixlab-installed"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 EXTRAS = "triton,lab,dev"
+OPTIONAL_EXTRAS = ("router",)   # binary wheels that may not exist for every platform
 
 
 def say(msg: str) -> None:
@@ -55,7 +56,26 @@ def ensure_venv() -> None:
         sys.exit("[course] installing torch==2.13.0 failed; see the pip output above")
     if run([*pip, "-e", f".[{EXTRAS}]"]) != 0:
         sys.exit("[course] installing the course package failed; see the pip output above")
+    for extra in OPTIONAL_EXTRAS:
+        install_optional(pip, extra)
     STAMP.write_text(want)
+
+
+def install_optional(pip: list, extra: str) -> bool:
+    """Install an optional extra's pinned packages; where that fails (no wheel for this
+    platform), say so and go on: only the features that need it are missing."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = project["optional-dependencies"][extra]
+    if run([*pip, *reqs]) == 0:
+        return True
+    say(
+        f"the optional '{extra}' extra ({', '.join(reqs)}) could not be installed on this\n"
+        f"         platform (no wheel for it?). Everything else works; the features and\n"
+        f"         tests that need it are skipped (`radixlab cluster` needs sglang-router)."
+    )
+    return False
 
 
 def ensure_dot() -> None:

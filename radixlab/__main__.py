@@ -1,4 +1,5 @@
-"""`python -m radixlab` / `radixlab`: demo, bench, workloads, fleet and replay from the shell."""
+"""`python -m radixlab` / `radixlab`: demo, bench, workloads, fleet, replay, serve and cluster
+from the shell."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from radixlab import serve
 from radixlab.benchmark import EXECUTORS, BenchConfig, format_table, sweep
+from radixlab.cluster import FLEET_ROUTING
 from radixlab.fleet import BACKENDS, ROUTING_POLICIES, compare_routings
-from radixlab.registry import caches, scheduling_policies
+from radixlab.registry import caches, eviction_policies, scheduling_policies
 from radixlab.workloads import WORKLOADS, Trace, byte_tokenize, load_trace, sized
 
 TOKENIZERS = ("shipped", "bytes")
@@ -163,8 +166,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     configs = [
         BenchConfig(policy=p, cache=c, page_size=ps, pool_tokens=args.pool_tokens,
                     executor=args.executor, max_prefill_tokens=args.max_prefill_tokens,
-                    max_running=args.max_running)
+                    max_running=args.max_running, eviction=e)
         for p in args.policy for c in args.cache for ps in args.page_size
+        for e in (args.eviction or [None])
     ]
     model = None
     if args.executor == "model":
@@ -304,6 +308,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Workers + SGLang's router on loopback; replay each trace under each router policy."""
+    import signal
+
+    from radixlab import cluster
+
+    _finish_workload_args(args)
+    reason = cluster.router_missing()
+    if reason:
+        print(f"radixlab cluster: {reason}", file=sys.stderr)
+        return 1
+    traces = _traces(args)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the children too
+    try:
+        for t in traces:
+            print(f"{t.name}: {len(t)} requests through SGLang's router over {args.workers} "
+                  f"radixlab workers ({', '.join(args.router_policy)})", flush=True)
+            runs = cluster.compare_policies(
+                t, args.router_policy, args.workers, model=args.model, page_size=args.page_size,
+                pool_tokens=args.pool_tokens, cache=args.cache)
+            print(cluster.format_comparison(runs))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -332,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default lpm; any registered policy)")
     p.add_argument("--cache", type=_choices_list("cache", caches), default=["radix"],
                    help=f"comma-separated: {', '.join(caches)} (default radix)")
+    p.add_argument("--eviction", type=_choices_list("eviction policy", eviction_policies),
+                   default=None, help=f"comma-separated, radix cache only: "
+                   f"{', '.join(eviction_policies)} (default lru)")
     p.add_argument("--page-size", type=_int_list("page size", 1), default=[1],
                    help="comma-separated page sizes in tokens (default 1)")
     p.add_argument("--pool-tokens", "--pool-size", type=_int_at_least(1), default=16384,
@@ -387,6 +420,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "continues (default 1)")
     p.add_argument("--show", type=_int_at_least(0), default=20, help="rows to print per trace")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server over the engine")
+    serve.add_arguments(p)
+    p.set_defaults(func=serve.cmd_serve)
+
+    p = sub.add_parser("cluster", help="radixlab serve workers behind SGLang's router: replay "
+                                       "a trace per router policy, next to the fleet model")
+    _add_workload_args(p)
+    p.add_argument("--workers", type=_int_at_least(1), default=2, help="1..8 (default 2)")
+    p.add_argument("--policy", dest="router_policy",
+                   type=_choices_list("router policy", FLEET_ROUTING),
+                   default=list(FLEET_ROUTING),
+                   help=f"comma-separated: {', '.join(FLEET_ROUTING)} (default both)")
+    p.add_argument("--model", default=None, metavar="DIR", help="default: the shipped model")
+    p.add_argument("--cache", choices=list(caches), default="radix")
+    p.add_argument("--page-size", type=_int_at_least(1), default=16)
+    p.add_argument("--pool-tokens", type=_int_at_least(1), default=8192,
+                   help="KV pool of each worker, in tokens (default 8192)")
+    p.set_defaults(func=cmd_cluster)
     return parser
 
 

@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from radixlab import validate
-from radixlab.registry import caches, make_cache, resolve_policy, scheduling_policies
+from radixlab.registry import (
+    caches,
+    eviction_policies,
+    make_cache,
+    resolve_eviction,
+    resolve_policy,
+    scheduling_policies,
+)
 from radixlab.workloads import Trace
 
 EXECUTORS = ("cost-model", "model")
@@ -24,7 +31,9 @@ EXECUTORS = ("cost-model", "model")
 @dataclass(frozen=True)
 class BenchConfig:
     """One serving configuration. `policy` is a registered scheduling policy or a policy
-    function; `cache` a registered prefix cache or a cache class (each run builds a fresh one)."""
+    function; `cache` a registered prefix cache or a cache class (each run builds a fresh one);
+    `eviction` (radix tree only) a registered eviction policy or a priority function, None for
+    the cache's default."""
 
     policy: Any = "lpm"
     cache: Any = "radix"
@@ -33,14 +42,17 @@ class BenchConfig:
     executor: str = "cost-model"
     max_prefill_tokens: int = 512
     max_running: int = 64
+    eviction: Any = None
 
     def __post_init__(self) -> None:
         resolve_policy(self.policy)
+        if self.eviction is not None:
+            resolve_eviction(self.eviction)
         if not isinstance(self.cache, (str, type)):
             raise ValueError(
                 f"cache must be a registered name ({', '.join(caches.names())}) or a class, "
                 f"got {self.cache!r} (a sweep needs a fresh cache per run)")
-        caches.resolve(self.cache)
+        make_cache(self.cache, self.page_size, **self.cache_options())
         if self.executor not in EXECUTORS:
             raise ValueError(
                 f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -58,6 +70,13 @@ class BenchConfig:
     @property
     def cache_name(self) -> str:
         return caches.label(self.cache)
+
+    @property
+    def eviction_name(self) -> str:
+        return "default" if self.eviction is None else eviction_policies.label(self.eviction)
+
+    def cache_options(self) -> dict[str, Any]:
+        return {} if self.eviction is None else {"eviction": self.eviction}
 
 
 class _Probe:
@@ -86,13 +105,14 @@ def _build(config: BenchConfig, vocab_size: int, model: Any = None):
         engine = Engine(page_size=config.page_size, pool_tokens=config.pool_tokens,
                         policy=config.policy, cache=config.cache,
                         max_prefill_tokens=config.max_prefill_tokens,
-                        max_running=config.max_running, **kwargs)
+                        max_running=config.max_running, eviction=config.eviction, **kwargs)
         return engine.router, engine.executor, engine.manager
     from radixlab.cost_model import CostModelExecutor
     from radixlab.memory import KVCacheManager, PageAllocator
 
     manager = KVCacheManager(PageAllocator(config.pool_tokens // config.page_size),
-                             config.page_size, make_cache(config.cache, config.page_size))
+                             config.page_size,
+                             make_cache(config.cache, config.page_size, **config.cache_options()))
     router = Router(manager, policy=config.policy, max_prefill_tokens=config.max_prefill_tokens,
                     max_running=config.max_running, vocab_size=vocab_size)
     return router, CostModelExecutor(page_size=config.page_size, vocab_size=vocab_size), manager
@@ -116,7 +136,8 @@ def run_config(
     tot = metrics.totals()
     best = optimal_hit_rate(trace.prompts(), config.page_size).hit_rate
     row: dict[str, Any] = {"workload": trace.name, "requests": len(trace), **asdict(config),
-                           "policy": config.policy_name, "cache": config.cache_name}
+                           "policy": config.policy_name, "cache": config.cache_name,
+                           "eviction": config.eviction_name}
     row.update({
         "hit_rate": tot["hit_rate"],
         "optimal_hit_rate": best,
@@ -175,6 +196,7 @@ TABLE_COLUMNS = (
     ("workload", "workload", "{}"),
     ("policy", "policy", "{}"),
     ("cache", "cache", "{}"),
+    ("eviction", "evict", "{}"),
     ("page_size", "page", "{}"),
     ("pool_tokens", "pool", "{}"),
     ("hit_rate", "hit", "{:.1%}"),

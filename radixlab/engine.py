@@ -4,15 +4,20 @@ Like `sglang.Engine` / `vllm.LLM`, but small enough to read: prompts go to a `Ro
 cache, paged memory, scheduling, chunked prefill, preemption), each step's `BatchPlan` goes to a
 `ModelExecutor` (one ragged forward of `PagedModel` over the KV pool), sampled tokens go back to
 the router. The cache lives as long as the engine, so later calls reuse earlier prompts' KV.
+
+One loop serves every client: `submit()` queues a request and returns its `RequestHandle`,
+`step()` advances ALL active requests by one iteration and appends each sampled token to its
+request's event queue, `abort()` stops one. `generate`, streams and the HTTP server
+(`radixlab.serve`) are all clients of that loop, so they can be open at once.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import closing
-from dataclasses import dataclass, field
+import threading
+from collections import deque
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from typing import Any
 
 import numpy as np
@@ -21,53 +26,24 @@ import torch
 from radixlab import validate
 from radixlab.attention import resolve_backend
 from radixlab.executor import ModelExecutor
+from radixlab.handles import (
+    GenerateStats,
+    Generation,
+    RequestHandle,
+    TokenEvent,
+    measure,
+)
 from radixlab.host_pool import HostKVPool
 from radixlab.kvpool import KVPool
 from radixlab.memory import KVCacheManager, PageAllocator
 from radixlab.model import PagedModel
 from radixlab.registry import caches, make_cache, resolve_eviction, resolve_policy
 from radixlab.router import Router
+from radixlab.stream import Progress, Stream, StreamEvent
 from radixlab.tier import TierConfig
 
-
-@dataclass
-class Generation:
-    """One prompt's result."""
-
-    prompt_ids: list[int]
-    token_ids: list[int]
-    text: str | None
-    cached_tokens: int           # prompt tokens whose KV came from the cache (last admission)
-    finish_reason: str | None    # "length" or "eos"
-    preemptions: int = 0
-
-
-@dataclass
-class StreamEvent:
-    """One sampled token while streaming: which prompt it belongs to and whether it was the last."""
-
-    index: int
-    token_id: int
-    text: str | None
-    finished: bool
-
-
-@dataclass
-class GenerateStats:
-    """What the last `generate` call did."""
-
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    computed_tokens: int = 0     # tokens that went through the layers (prefill + decode)
-    generated_tokens: int = 0
-    steps: int = 0
-    wall_s: float = 0.0
-    executor_s: float = 0.0      # of wall_s, time inside the executor (the model's forwards)
-    per_request: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def hit_rate(self) -> float:
-        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+__all__ = ["Engine", "GenerateStats", "Generation", "RequestHandle", "Stream", "StreamEvent",
+           "TokenEvent"]
 
 
 class Engine:
@@ -138,6 +114,11 @@ class Engine:
                                     max_running=max_running)
         self._new_router(first_cache)
         self.last_stats = GenerateStats()
+        self.steps_run = 0           # engine steps since it was built
+        self.executor_time = 0.0     # seconds of those inside the executor
+        self._handles: dict[int, RequestHandle] = {}
+        self._abandoned: list[int] = []
+        self._lock = threading.Lock()
 
     def _new_router(self, cache: Any) -> None:
         """A fresh memory manager and router over the engine's pool, with `cache`."""
@@ -182,6 +163,122 @@ class Engine:
         return isinstance(prompts, Sequence) and len(prompts) > 0 and not validate.is_int(
             prompts[0])
 
+    # ---------------------------------------------------------------- the request API
+    def submit(
+        self,
+        prompt: str | Sequence[int] | np.ndarray,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        ignore_eos: bool = False,
+        *,
+        sample_key: int | None = None,
+        events: deque[TokenEvent] | None = None,
+    ) -> RequestHandle:
+        """Queue one request; its tokens arrive in `handle.events` as `step()` produces them.
+
+        Everything is validated first (`validate.InvalidInput` / `RequestRejected`, both
+        `ValueError`s): a rejected call changes nothing. `sample_key` seeds its draws instead
+        of its rid (see `ModelExecutor.sample_keys`); `events` lets several requests share one
+        queue (a stream over a batch).
+        """
+        ids = self.encode(prompt)
+        max_new_tokens, temperature, top_p, seed, ignore_eos = validate.sampling(
+            max_new_tokens, temperature, top_p, seed, ignore_eos)
+        if sample_key is not None:
+            sample_key = validate.count(sample_key, "sample_key")
+        with self._lock:
+            self._collect_abandoned()
+            rid = self.router.add_request(ids, max_new_tokens, temperature=temperature,
+                                          top_p=top_p, seed=seed, ignore_eos=ignore_eos)
+            handle = RequestHandle(rid, ids, deque() if events is None else events)
+            self._handles[rid] = handle
+            if sample_key is not None:
+                self.executor.sample_keys[rid] = sample_key
+        return handle
+
+    def step(self) -> list[TokenEvent]:
+        """One iteration of continuous batching over ALL active requests; each sampled token
+        goes to its request's queue and is returned. A failed executor step is rolled back
+        (`Router.cancel`) and re-raised, every request where it was."""
+        with self._lock:
+            self._collect_abandoned()
+            if not self.router.has_work():
+                return []
+            plan = self.router.schedule()
+            live = [w.rid for w in plan.work
+                    if w.sample and self.router.requests[w.rid].state == "running"]
+            try:
+                result = self.executor.execute(plan)
+                done = set(self.router.update(plan, result))
+            except BaseException:
+                with suppress(ValueError):   # not in flight: update got past its checks
+                    self.router.cancel(plan)
+                raise
+            self.steps_run += 1
+            self.executor_time += result.elapsed_s
+            events = [self._route(rid, result.next_tokens[rid], rid in done) for rid in live]
+        return events
+
+    def _route(self, rid: int, token: int, finished: bool) -> TokenEvent:
+        req = self.router.requests[rid]
+        ev = TokenEvent(rid, int(token), finished, req.finish_reason if finished else None,
+                        self.steps_run)
+        handle = self._handles.get(rid)
+        if handle is not None:
+            handle.token_ids.append(ev.token_id)
+            if finished:
+                self._close(handle, req.finish_reason)
+            handle.events.append(ev)
+        return ev
+
+    def _close(self, handle: RequestHandle, reason: str | None) -> None:
+        req = self.router.requests[handle.rid]
+        handle.finish_reason = reason
+        handle.cached_tokens = self.router.metrics.requests[handle.rid].cached_tokens
+        handle.preemptions = req.preemptions
+        self._handles.pop(handle.rid, None)
+        self.executor.sample_keys.pop(handle.rid, None)
+
+    def abort(self, rid: int) -> None:
+        """Stop a request submitted here: what it computed stays cached, its pages are released.
+        A request that already finished is left alone; an unknown rid is a `ValueError`."""
+        with self._lock:
+            self._abort(rid)
+
+    def _abort(self, rid: int) -> None:
+        handle = self._handles.get(rid) if validate.is_int(rid) else None
+        if handle is None:
+            if validate.is_int(rid) and rid in self.router.requests:
+                return
+            raise ValueError(f"no request with id {rid!r}")
+        if self.router.requests[rid].state != "finished":
+            self.router.abort(rid)
+        self._close(handle, "abort")
+
+    def has_work(self) -> bool:
+        """Whether any request is waiting or running."""
+        return self.router.has_work()
+
+    def _abandon(self, rids: list[int]) -> None:
+        """A stream was dropped: abort its requests now, or at the next step if the engine is
+        busy (a garbage collection inside a step must not touch the router)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._abandoned.extend(rids)
+                self._collect_abandoned()
+            finally:
+                self._lock.release()
+        else:
+            self._abandoned.extend(rids)
+
+    def _collect_abandoned(self) -> None:
+        while self._abandoned:
+            rid = self._abandoned.pop()
+            if rid in self._handles:
+                self._abort(rid)
+
     # ---------------------------------------------------------------- generation
     def generate(
         self,
@@ -193,106 +290,66 @@ class Engine:
         stream: bool = False,
         progress: bool | None = None,
         ignore_eos: bool = False,
-    ) -> Generation | list[Generation] | Iterator[StreamEvent]:
+    ) -> Generation | list[Generation] | Stream:
         """Generate for one prompt (returns a `Generation`) or a list (returns a list).
 
         Prompts are text or token ids. Greedy at temperature 0; otherwise sampling seeded by
         (seed, index of the prompt in this call, position): repeatable, whatever the schedule.
-        With `stream=True`, returns an iterator of `StreamEvent`s. With `ignore_eos=True` each
-        prompt gets exactly `max_new_tokens` tokens even past the eos id (like SGLang's and vLLM's
-        `ignore_eos` sampling parameter: fixed-length outputs for benchmarks and demos).
-        Every prompt is validated before any is queued, so a bad one leaves the engine as it was.
+        With `stream=True`, returns a `Stream` of `StreamEvent`s (text deltas detokenized
+        incrementally); several streams and calls may be open at once, each gets all its
+        tokens. With `ignore_eos=True` each prompt gets exactly `max_new_tokens` tokens even
+        past the eos id (SGLang's and vLLM's `ignore_eos`). Every prompt is validated before
+        any is queued, so a bad one leaves the engine as it was; an exception aborts this
+        call's requests and leaves the engine usable.
         """
         batch = self._is_batch(prompts)
         items = list(prompts) if batch else [prompts]
         if not items:
             raise ValueError("no prompts given")
-        max_new_tokens, temperature, top_p, seed, ignore_eos = validate.sampling(
-            max_new_tokens, temperature, top_p, seed, ignore_eos)
+        sampling = validate.sampling(max_new_tokens, temperature, top_p, seed, ignore_eos)
         if progress is not None:
             validate.flag(progress, "progress")
+        stream = validate.flag(stream, "stream")
         ids = [self.encode(p, f"prompt {i}" if batch else "prompt") for i, p in enumerate(items)]
         for p in ids:
-            self.router.check_fits(len(p), max_new_tokens)
-        events = self._run(ids, max_new_tokens, temperature, top_p, seed, progress, ignore_eos)
-        if stream:
-            return self._stream(events)
-        for _ in events:
-            pass
-        return self._results if batch else self._results[0]
-
-    def _stream(self, events: Iterator[tuple[int, int, bool]]) -> Iterator[StreamEvent]:
-        with closing(events):
-            for index, tok, finished in events:
-                yield StreamEvent(index, tok, self._decode([tok]), finished)
-
-    def _run(self, ids, max_new_tokens, temperature, top_p, seed, progress, ignore_eos=False):
-        rids = [
-            self.router.add_request(p, max_new_tokens, temperature=temperature, top_p=top_p,
-                                    seed=seed, ignore_eos=ignore_eos)
-            for p in ids
-        ]
-        self.executor.sample_keys.update({rid: i for i, rid in enumerate(rids)})
-        return self._loop(rids, ids, progress)
-
-    def _loop(self, rids: list[int], ids: list[list[int]], progress: bool | None):
-        index = {rid: i for i, rid in enumerate(rids)}
-        start, computed0 = time.perf_counter(), self.model.tokens_computed
-        steps, executor_s = 0, 0.0
-        show = len(rids) >= 16 if progress is None else progress
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(rids), desc="generate", unit="req")
+            self.router.check_fits(len(p), sampling[0])
+        queue: deque[TokenEvent] = deque()
+        handles: list[RequestHandle] = []
         try:
-            while any(self.router.requests[r].state != "finished" for r in rids):
-                plan = self.router.schedule()
-                try:
-                    result = self.executor.execute(plan)
-                    done = set(self.router.update(plan, result))
-                except BaseException:
-                    self.router.cancel(plan)
-                    raise
-                steps += 1
-                executor_s += result.elapsed_s
-                for rid, tok in result.next_tokens.items():
-                    if rid in index:
-                        yield index[rid], tok, rid in done
-                if bar is not None and done:
-                    bar.update(len(done & index.keys()))
+            for i, p in enumerate(ids):
+                handles.append(self.submit(p, *sampling, sample_key=i, events=queue))
         except BaseException:
-            for r in rids:
-                if self.router.requests[r].state != "finished":
-                    self.router.abort(r)
+            for h in handles:
+                self.abort(h.rid)
             raise
-        finally:
-            for r in rids:
-                self.executor.sample_keys.pop(r, None)
-            if bar is not None:
-                bar.close()
-            self._finish_stats(rids, ids, start, computed0, steps, executor_s)
+        show = len(handles) >= 16 if progress is None else progress
+        if stream:
+            return Stream(self, handles, queue, show)
+        with Progress(len(handles), show) as bar, self.measure(handles) as stats:
+            self.last_stats = stats
+            try:
+                while any(h.finish_reason is None for h in handles):
+                    self.step()
+                    if not self.has_work() and any(h.finish_reason is None for h in handles):
+                        raise RuntimeError("the engine stopped with requests unfinished")
+                    bar.update(sum(ev.finished for ev in queue))
+                    queue.clear()
+            except BaseException:
+                for h in handles:
+                    if h.finish_reason is None:
+                        self.abort(h.rid)
+                raise
+        results = [self._generation(h) for h in handles]
+        return results if batch else results[0]
 
-    def _finish_stats(self, rids, ids, start, computed0, steps, executor_s) -> None:
-        reqs = [self.router.requests[r] for r in rids]
-        per = []
-        for req, p in zip(reqs, ids, strict=True):
-            st = self.router.metrics.requests[req.rid]
-            per.append({"rid": req.rid, "prompt_tokens": len(p), "cached_tokens": st.cached_tokens,
-                        "output_tokens": len(req.output), "preemptions": req.preemptions})
-        self._results = [
-            Generation(p, list(req.output), self._decode(req.output), per[i]["cached_tokens"],
-                       req.finish_reason, req.preemptions)
-            for i, (req, p) in enumerate(zip(reqs, ids, strict=True))
-        ]
-        self.last_stats = GenerateStats(
-            prompt_tokens=sum(len(p) for p in ids),
-            cached_tokens=sum(d["cached_tokens"] for d in per),
-            computed_tokens=self.model.tokens_computed - computed0,
-            generated_tokens=sum(len(r.output) for r in reqs),
-            steps=steps, wall_s=time.perf_counter() - start, executor_s=executor_s,
-            per_request=per,
-        )
+    def _generation(self, h: RequestHandle) -> Generation:
+        return Generation(h.prompt_ids, list(h.token_ids), self._decode(h.token_ids),
+                          h.cached_tokens, h.finish_reason, h.preemptions)
+
+    def measure(self, handles: Sequence[RequestHandle]) -> AbstractContextManager[GenerateStats]:
+        """`GenerateStats` of some requests, filled in when the block ends (steps, executor
+        and wall time count everything the engine ran meanwhile)."""
+        return measure(self, handles)
 
     def cached_prefix_len(self, prompt: str | Sequence[int]) -> int:
         """How many leading tokens of `prompt` the cache would serve right now (no side effects
@@ -302,7 +359,7 @@ class Engine:
 
     def reset_cache(self) -> None:
         """Forget every cached prefix (only when nothing is running)."""
-        if self.router.has_work():
+        if self.router.has_work() or self._handles:
             raise RuntimeError("cannot reset the cache while requests are running")
         spec = self._cache_spec
         fresh = spec if isinstance(spec, (str, type)) else type(spec)

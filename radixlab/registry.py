@@ -20,6 +20,7 @@ in the built-ins below).
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -177,6 +178,11 @@ def make_cache(spec: Any, page_size: int, **kwargs: Any) -> PrefixCache:
     an instance (used as is: it must be empty and have this page size)."""
     if isinstance(spec, str) or isinstance(spec, type):
         cls = caches.resolve(spec)
+        params = inspect.signature(cls).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        unknown = sorted(k for k in kwargs if k not in params and not takes_any)
+        if unknown:
+            raise ValueError(f"cache {caches.label(spec)!r} takes no option {', '.join(unknown)}")
         cache = cls(page_size=page_size, **kwargs)
     else:
         if kwargs:

@@ -125,7 +125,9 @@ def token_ids(
             arr = np.asarray(values)
         except (ValueError, TypeError, OverflowError):
             arr = np.asarray(values, dtype=object)
-        if arr.size and (arr.dtype.kind not in "iu" or (
+        if arr.ndim == 0:
+            raise InvalidInput(f"{name} must be a 1-D sequence of ints, got {short(values)}")
+        if arr.ndim == 1 and arr.size and (arr.dtype.kind not in "iu" or (
                 isinstance(values, (list, tuple)) and any(type(x) is bool for x in values))):
             for i, x in enumerate(values):
                 if not is_int(x):

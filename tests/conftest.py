@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 # Triton reads TRITON_INTERPRET once per process, at its first use: set it before any test module

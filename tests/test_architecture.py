@@ -190,6 +190,9 @@ def test_user_pieces_run_through_benchmark_config(registered):
             row = run_config(_trace(), BenchConfig(policy=policy, cache=cache, page_size=2))
             assert row["policy"] == "latest-first" and row["cache"] == "wrapped"
             assert row["hit_rate"] > 0.5
+    for eviction in ("biggest-first", biggest_first):
+        row = run_config(_trace(), BenchConfig(eviction=eviction, page_size=2, pool_tokens=512))
+        assert row["eviction"] == "biggest-first" and row["evicted_tokens"] > 0
     with pytest.raises(ValueError, match="fresh cache per run"):
         BenchConfig(cache=WrappedTree())
 
@@ -202,6 +205,15 @@ def test_user_pieces_run_through_the_cli(registered, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "latest-first" in out and "wrapped" in out
+    rc = main(["bench", "--workload", "system-prompt", "--requests", "6", "--tokenizer",
+               "bytes", "--eviction", "biggest-first,lru"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "biggest-first" in out and " lru " in out
+    rc = main(["bench", "--workload", "system-prompt", "--requests", "6", "--tokenizer",
+               "bytes", "--cache", "wrapped", "--eviction", "lru"])
+    assert rc == 2
+    assert "cache 'wrapped' takes no option eviction" in capsys.readouterr().err
 
 
 def test_a_policy_without_the_flag_gets_the_match():

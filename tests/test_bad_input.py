@@ -42,6 +42,8 @@ BAD = {
 }
 BAD["optional count"] = [v for v in BAD["count"] if v is not None]
 BAD["optional real"] = [v for v in BAD["real"] if v is not None]
+BAD["optional flag"] = [v for v in BAD["flag"] if v is not None]
+BAD["prompts"] = [v for v in BAD["ids"] if repr(v) not in ("[[1, 2]]", "array([[1]])")]
 BAD["slots"] = BAD["ids"] + [torch.tensor([1.0]), torch.tensor([True]), torch.tensor([[1]])]
 
 
@@ -171,6 +173,30 @@ def _router_state(r):
             _manager_state(r.mgr), sorted(r.metrics.requests))
 
 
+_ENGINE: list = []
+
+
+def used_engine():
+    """One small engine with cached prefixes, shared: a bad call must leave it as it was."""
+    if not _ENGINE:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from radixlab.engine import Engine
+
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32,
+                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                          bos_token_id=None, eos_token_id=None, pad_token_id=0)
+        engine = Engine(model=LlamaForCausalLM(cfg).eval(), page_size=2, pool_tokens=128)
+        engine.generate([[1, 2, 3, 4, 5], [1, 2, 3, 9]], max_new_tokens=3)
+        _ENGINE.append(engine)
+    return _ENGINE[0]
+
+
+def _engine_state(e):
+    return (_router_state(e.router), len(e._handles), e.steps_run)
+
+
 TARGETS = [
     Target("RadixTree", used_tree, _tree_state, CACHE_GOOD, _cache_slots(None)),
     Target("RadixTree(page 2)", lambda: used_tree(2), _tree_state, CACHE_GOOD,
@@ -216,6 +242,19 @@ TARGETS = [
          ("add_request", "arrival_s", "optional real"), ("add_request", "temperature", "real"),
          ("add_request", "top_p", "real"), ("add_request", "seed", "optional count"),
          ("add_request", "ignore_eos", "flag"), ("abort", "rid", "count")]),
+    Target("Engine", used_engine, _engine_state, {
+        "generate": lambda o: {"prompts": [1, 2, 3], "max_new_tokens": 2, "progress": False},
+        "submit": lambda o: {"prompt": [1, 2], "max_new_tokens": 1},
+        "cached_prefix_len": lambda o: {"prompt": [1, 2, 3, 4]},
+        "abort": lambda o: {"rid": o.submit([1, 2], 1).rid}},
+        [("generate", "prompts", "prompts"), ("generate", "max_new_tokens", "count"),
+         ("generate", "temperature", "real"), ("generate", "top_p", "real"),
+         ("generate", "seed", "optional count"), ("generate", "ignore_eos", "flag"),
+         ("generate", "stream", "flag"), ("generate", "progress", "optional flag"),
+         ("submit", "prompt", "ids"), ("submit", "max_new_tokens", "count"),
+         ("submit", "temperature", "real"), ("submit", "top_p", "real"),
+         ("submit", "sample_key", "optional count"), ("cached_prefix_len", "prompt", "ids"),
+         ("abort", "rid", "count")]),
 ]
 
 
@@ -227,7 +266,7 @@ def check_bad_call(target: Target, method: str, arg: str, value: Any) -> None:
     with pytest.raises(PACKAGE_ERRORS) as info:
         getattr(obj, method)(**kwargs)
     text = str(info.value)
-    shown = [arg, repr(value)[:12]]
+    shown = [arg, arg.removesuffix("s"), repr(value)[:12]]
     if isinstance(value, np.ndarray):
         shown += [str(value.dtype), str(value.shape)]
     assert any(s in text for s in shown), (

@@ -37,7 +37,7 @@ def test_bench_table_and_json(capsys, tmp_path):
                        "--page-size", "1,4", "--pool-tokens", "8192", "--json", str(out_json))
     assert rc == 0
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["workload", "policy", "cache", "page"]
+    assert lines[0].split()[:5] == ["workload", "policy", "cache", "evict", "page"]
     assert len([ln for ln in lines if ln.strip().startswith(("few-shot", "no-sharing"))]) == 16
     rows = json.loads(out_json.read_text())["results"]
     assert len(rows) == 16

@@ -26,7 +26,7 @@ def tiny(family: str, seed: int = 0):
     torch.manual_seed(seed)
     kw = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-              bos_token_id=None, eos_token_id=None, pad_token_id=0)
+              bos_token_id=None, eos_token_id=None, pad_token_id=0, initializer_range=0.2)
     if family == "llama":
         return LlamaForCausalLM(LlamaConfig(**kw)).eval()
     return Qwen2ForCausalLM(Qwen2Config(**kw)).eval()
