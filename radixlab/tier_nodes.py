@@ -190,6 +190,7 @@ class TreeShape:
         """AssertionError unless structure, device sizes and the host ledger are consistent."""
         evictable = protected = 0
         host_pages: list[int] = []
+        device_pages: list[int] = []
         for node in self.nodes()[1:]:
             assert not node.evicted, f"node {node.id} left the tree but is still linked"
             assert len(node) > 0 and len(node) % self.page_size == 0, f"node {node.id} length"
@@ -203,6 +204,7 @@ class TreeShape:
             for copy in (node.value, node.host):
                 assert copy is None or len(copy) == len(node), f"node {node.id} copy length"
             if node.value is not None:
+                device_pages += slots_to_pages(node.value, self.page_size).tolist()
                 if node.lock_ref:
                     protected += len(node)
                 else:
@@ -212,6 +214,7 @@ class TreeShape:
         assert (evictable, protected) == (self._evictable, self._protected), \
             f"device sizes {(self._evictable, self._protected)} != counted {(evictable, protected)}"
         assert len(set(host_pages)) == len(host_pages), "a host page is held by two nodes"
+        assert len(set(device_pages)) == len(device_pages), "a device page is in two nodes"
         if self.host is None:
             assert not host_pages, "host copies without a host tier"
             return

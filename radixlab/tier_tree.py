@@ -276,6 +276,10 @@ class TieredRadixTree(TreeShape):
              ) -> list[tuple[str, int, int]]:
         """Put a host-only node whose parent is on the device back on the device at
         `device_pages` (held by the caller for the cache); queues and returns its LOAD copies."""
+        if isinstance(node, TierNode) and node.evicted:
+            raise validate.InvalidInput(
+                f"node {node.id} has left the tree: it was evicted before it could be loaded "
+                "(lock the match while making room)")
         self._path_of(node)
         if node.value is not None or node.host is None:
             raise validate.InvalidInput(f"node {node.id} is not host-only (tier {node.tier})")
