@@ -79,6 +79,9 @@ def test_host_hits_are_counted_as_cached_and_skip_prefill():
     assert two.manager.loaded_tokens > 0
     assert two.model.tokens_computed < one.model.tokens_computed
     assert two.cached_prefix_len(prompts[0]) >= 60 // 4 * 4
+    two.reset_cache()                       # a fresh tiered cache, same host pool
+    assert two.cached_prefix_len(prompts[0]) == 0 and two.manager.loaded_tokens == 0
+    assert two.generate(prompts[0], max_new_tokens=4).token_ids == refs[0]
 
 
 def test_bad_tier_options_are_refused_before_the_model_loads():
