@@ -1,7 +1,8 @@
 """The one contract between the control plane and the data plane.
 
 The router sends a `BatchPlan` (what to compute this step: one `SeqWork` per request, plus the
-copy-on-write page copies to do first); an executor returns a `StepResult` (the sampled tokens).
+page copies to do first: host-tier transfers, then copy-on-write); an executor returns a
+`StepResult` (the sampled tokens).
 Nothing else crosses: the router never touches tensors, the executor never decides policy.
 This module imports neither side.
 """
@@ -36,6 +37,9 @@ class BatchPlan:
     work: list[SeqWork]        # prefill chunks first, then decodes
     copies: list[tuple[int, int]] = field(default_factory=list)   # (src_page, dst_page) first
     num_prefills: int | None = None   # how many leading work items are prefill chunks
+    # host-tier copies, (SAVE, device_page, host_page) or (LOAD, host_page, device_page), done
+    # in this order before `copies` and before any compute (radixlab.tier)
+    transfers: list[tuple[str, int, int]] = field(default_factory=list)
 
     def is_prefill(self, i: int) -> bool:
         """Whether work[i] is a prefill chunk (when not recorded: more than one token, or no
@@ -52,6 +56,10 @@ class BatchPlan:
     @property
     def decode_tokens(self) -> int:
         return sum(len(w.tokens) for i, w in enumerate(self.work) if not self.is_prefill(i))
+
+
+SAVE = "d2h"   # a transfer that copies a device page to a host page (write-through / write-back)
+LOAD = "h2d"   # a transfer that copies a host page back to a device page (load-back)
 
 
 @dataclass

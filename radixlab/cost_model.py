@@ -6,7 +6,9 @@ and the "KV" it writes into each slot is a 64-bit hash of the whole token prefix
 The sampled token is that hash modulo the vocabulary: like a greedy model, the next token depends
 only on the prompt and what was generated so far, never on the schedule, on cache hits or on
 preemption. Reading a slot that was never written, or a slot whose content came from a different
-prefix, changes (or refuses) the output, so tests catch router bugs through it. The real model's
+prefix, changes (or refuses) the output, so tests catch router bugs through it. Host-tier
+transfers (`BatchPlan.transfers`) copy that "KV" between the device slots and a host array with
+one entry per host slot, so a wrong or missing load changes outputs too. The real model's
 executor is `radixlab.executor.ModelExecutor`.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from radixlab import validate
-from radixlab.batch import BatchPlan, StepResult, mix64, sampling_seed
+from radixlab.batch import LOAD, SAVE, BatchPlan, StepResult, mix64, sampling_seed
 
 _EMPTY = 0
 
@@ -42,12 +44,24 @@ class CostModelExecutor:
                 ("decode_s_per_token", decode_s_per_token), ("step_s", step_s)])
         self.seed = validate.count(seed, "seed")
         self.kv = np.zeros(1024, dtype=np.uint64)
+        self.host_kv = np.zeros(1024, dtype=np.uint64)
 
     def _grow(self, max_slot: int) -> None:
-        if max_slot >= len(self.kv):
-            new = np.zeros(max(2 * len(self.kv), max_slot + 1), dtype=np.uint64)
-            new[: len(self.kv)] = self.kv
-            self.kv = new
+        self.kv = _grown(self.kv, max_slot)
+
+    def transfer(self, transfers: Sequence[tuple[str, int, int]]) -> None:
+        """Copy whole pages between the device slots and the host slots, in order."""
+        p = self.page_size
+        for kind, src, dst in transfers:
+            if kind not in (SAVE, LOAD):
+                raise ValueError(f"unknown transfer {kind!r} (expected {SAVE!r} or {LOAD!r})")
+            dev, host = (src, dst) if kind == SAVE else (dst, src)
+            self._grow((dev + 1) * p)
+            self.host_kv = _grown(self.host_kv, (host + 1) * p)
+            if kind == SAVE:
+                self.host_kv[host * p : (host + 1) * p] = self.kv[dev * p : (dev + 1) * p]
+            else:
+                self.kv[dev * p : (dev + 1) * p] = self.host_kv[host * p : (host + 1) * p]
 
     def cost(self, prefill_tokens: int, decode_tokens: int) -> float:
         """Modelled seconds of a step with this many prefill and decode tokens."""
@@ -61,8 +75,10 @@ class CostModelExecutor:
         return int(h % self.vocab_size)
 
     def execute(self, plan: BatchPlan) -> StepResult:
-        """Apply copy-on-write copies, "compute" every work item, sample where asked."""
+        """Apply host-tier transfers and copy-on-write copies, "compute" every work item,
+        sample where asked."""
         p = self.page_size
+        self.transfer(plan.transfers)
         for src, dst in plan.copies:
             self._grow((max(src, dst) + 1) * p)
             self.kv[dst * p : (dst + 1) * p] = self.kv[src * p : (src + 1) * p]
@@ -118,3 +134,12 @@ class CostModelExecutor:
             h = mix64(h, tok)
             pos += 1
         return out
+
+
+def _grown(arr: np.ndarray, max_index: int) -> np.ndarray:
+    """`arr`, or a zero-padded copy long enough to index `max_index`."""
+    if max_index < len(arr):
+        return arr
+    new = np.zeros(max(2 * len(arr), max_index + 1), dtype=arr.dtype)
+    new[: len(arr)] = arr
+    return new

@@ -33,12 +33,14 @@ from radixlab.handles import (
     TokenEvent,
     measure,
 )
+from radixlab.host_pool import HostKVPool
 from radixlab.kvpool import KVPool
 from radixlab.memory import KVCacheManager, PageAllocator
 from radixlab.model import PagedModel
 from radixlab.registry import caches, make_cache, resolve_eviction, resolve_policy
 from radixlab.router import Router
 from radixlab.stream import Progress, Stream, StreamEvent
+from radixlab.tier import TierConfig
 
 __all__ = ["Engine", "GenerateStats", "Generation", "RequestHandle", "Stream", "StreamEvent",
            "TokenEvent"]
@@ -50,7 +52,8 @@ class Engine:
     `cache`, `policy`, `eviction` and `attention` each take a registered name
     (`radixlab.registry`) or the piece itself: a cache class or an empty instance, a scheduling
     policy function, an eviction priority function (radix tree only), an attention backend
-    function. Everything is checked before the model loads.
+    function. Everything is checked before the model loads. `tier` (a `radixlab.tier.TierConfig`
+    or a dict of its fields) adds a host-memory tier under the pool (radix cache only).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class Engine:
         tokenizer: Any = None,
         keep_logits: bool = False,
         eviction: Any = None,
+        tier: Any = None,
     ) -> None:
         page_size = validate.positive_int(page_size, "page_size")
         pool_tokens = validate.positive_int(pool_tokens, "pool_tokens")
@@ -81,6 +85,9 @@ class Engine:
         self._cache_options = {} if eviction is None else {"eviction": resolve_eviction(eviction)}
         self._cache_spec = cache
         first_cache = make_cache(cache, page_size, **self._cache_options)
+        self._tier = None if tier is None else TierConfig.of(tier)
+        if self._tier is not None and caches.label(cache) not in ("radix", "tiered"):
+            raise ValueError(f"the host tier needs the radix cache, got cache={cache!r}")
         if model is None:
             from radixlab.checkpoint import load_hf_model, load_tokenizer
 
@@ -97,7 +104,9 @@ class Engine:
             device=param.device,
         )
         self.model = PagedModel(model, pool=pool, attention=attention)
-        self.executor = ModelExecutor(self.model, keep_logits=keep_logits)
+        host = None if self._tier is None else HostKVPool(
+            pool, self._tier.host_pages(pool.num_pages, page_size))
+        self.executor = ModelExecutor(self.model, keep_logits=keep_logits, host_pool=host)
         self.cache_kind = caches.label(cache)
         self.eos_id = _eos_id(model, tokenizer)
         self.page_size = page_size
@@ -113,6 +122,13 @@ class Engine:
 
     def _new_router(self, cache: Any) -> None:
         """A fresh memory manager and router over the engine's pool, with `cache`."""
+        if self._tier is not None:
+            self.manager, self.router = self._tier.build(
+                self.model.pool.num_pages, self.page_size,
+                eviction=self._cache_options.get("eviction", "lru"),
+                bytes_per_token=self.model.pool.bytes_per_token, eos_id=self.eos_id,
+                vocab_size=self.model.vocab_size, **self._router_options)
+            return
         self.manager = KVCacheManager(
             PageAllocator(self.model.pool.num_pages), self.page_size, cache,
             bytes_per_token=self.model.pool.bytes_per_token,

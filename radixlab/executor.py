@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from radixlab.batch import BatchPlan, StepResult, sampling_seed
+from radixlab.host_pool import HostKVPool, apply_transfers
 
 if TYPE_CHECKING:
     from radixlab.model import PagedModel
@@ -51,10 +52,14 @@ class ModelExecutor:
     with `sample=True`. `keep_logits` records the logits each sampled token came from.
     `sample_keys` may map a rid to the key its draws are seeded with instead of the rid (the
     engine uses the prompt's index, so a call can be repeated with the same seed).
+    `host_pool` (a `radixlab.host_pool.HostKVPool`) is where host-tier transfers copy to and
+    from; they run first, in order.
     """
 
-    def __init__(self, model: PagedModel, keep_logits: bool = False) -> None:
+    def __init__(self, model: PagedModel, keep_logits: bool = False,
+                 host_pool: HostKVPool | None = None) -> None:
         self.model = model
+        self.host_pool = host_pool
         self.keep_logits = keep_logits
         self.logits: dict[int, list[torch.Tensor]] = {}
         self.sample_keys: dict[int, int] = {}
@@ -64,6 +69,8 @@ class ModelExecutor:
         from radixlab.model import SeqInput
 
         start = time.perf_counter()
+        if plan.transfers:
+            apply_transfers(self.model.pool, self.host_pool, plan.transfers)
         if plan.copies:
             src, dst = zip(*plan.copies, strict=True)
             self.model.pool.copy_pages(list(src), list(dst))

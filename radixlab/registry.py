@@ -15,6 +15,7 @@ in the built-ins below).
 | attention backend | `attention_backends` | `AttentionBackend` (see `radixlab.attention`) |
 | model architecture | `architectures` | `Architecture` (see `radixlab.architectures`) |
 | fleet routing rule | `routing_policies` | `rule(view) -> replica` (see `radixlab.routing`) |
+| host-tier write policy | `write_policies` | `WritePolicy` (see `radixlab.write_policy`) |
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ caches = Registry("prefix cache", {
     "radix": "radixlab.tree:RadixTree",
     "hash": "radixlab.hashcache:HashPrefixCache",
     "none": "radixlab.hashcache:NoPrefixCache",
+    "tiered": "radixlab.tier_tree:TieredRadixTree",
 })
 
 eviction_policies = Registry("eviction policy", {
@@ -170,6 +172,13 @@ routing_policies = Registry("routing policy", {
     "cache-aware": "radixlab.routing:cache_aware",
     "hybrid": "radixlab.routing:hybrid",
     "min-ttft": "radixlab.routing:min_ttft",
+})
+
+
+write_policies = Registry("write policy", {
+    "write_through": "radixlab.write_policy:WRITE_THROUGH",
+    "write_through_selective": "radixlab.write_policy:WRITE_THROUGH_SELECTIVE",
+    "write_back": "radixlab.write_policy:WRITE_BACK",
 })
 
 
