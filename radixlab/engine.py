@@ -177,6 +177,7 @@ class Engine:
         stream: bool = False,
         progress: bool | None = None,
         ignore_eos: bool = False,
+        namespace: Any = None,
     ) -> Generation | list[Generation] | Iterator[StreamEvent]:
         """Generate for one prompt (returns a `Generation`) or a list (returns a list).
 
@@ -185,6 +186,8 @@ class Engine:
         With `stream=True`, returns an iterator of `StreamEvent`s. With `ignore_eos=True` each
         prompt gets exactly `max_new_tokens` tokens even past the eos id (like SGLang's and vLLM's
         `ignore_eos` sampling parameter: fixed-length outputs for benchmarks and demos).
+        `namespace` (any hashable; None is the shared one) keeps this call's prefixes apart from
+        every other namespace's, as vLLM's per-request `cache_salt` does (one value per tenant).
         Every prompt is validated before any is queued, so a bad one leaves the engine as it was.
         """
         batch = self._is_batch(prompts)
@@ -195,10 +198,12 @@ class Engine:
             max_new_tokens, temperature, top_p, seed, ignore_eos)
         if progress is not None:
             validate.flag(progress, "progress")
+        namespace = validate.namespace(namespace)
         ids = [self.encode(p, f"prompt {i}" if batch else "prompt") for i, p in enumerate(items)]
         for p in ids:
             self.router.check_fits(len(p), max_new_tokens)
-        events = self._run(ids, max_new_tokens, temperature, top_p, seed, progress, ignore_eos)
+        events = self._run(ids, max_new_tokens, temperature, top_p, seed, progress, ignore_eos,
+                           namespace)
         if stream:
             return self._stream(events)
         for _ in events:
@@ -210,10 +215,11 @@ class Engine:
             for index, tok, finished in events:
                 yield StreamEvent(index, tok, self._decode([tok]), finished)
 
-    def _run(self, ids, max_new_tokens, temperature, top_p, seed, progress, ignore_eos=False):
+    def _run(self, ids, max_new_tokens, temperature, top_p, seed, progress, ignore_eos=False,
+             namespace=None):
         rids = [
             self.router.add_request(p, max_new_tokens, temperature=temperature, top_p=top_p,
-                                    seed=seed, ignore_eos=ignore_eos)
+                                    seed=seed, ignore_eos=ignore_eos, namespace=namespace)
             for p in ids
         ]
         self.executor.sample_keys.update({rid: i for i, rid in enumerate(rids)})
