@@ -160,6 +160,6 @@ def find_drift(previous: Sequence[int], prompt: Sequence[int],
     prompt = validate.token_ids(prompt, "prompt").tolist()
     at = first_divergence(previous, prompt)
     span = None
-    if at < len(previous):
+    if at < len(previous) and at < len(prompt):
         span = next((s for s in spans if s.start <= at < s.end), None)
     return Drift(at, len(previous), len(prompt), span)

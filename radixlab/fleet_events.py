@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from radixlab import validate
@@ -34,7 +34,8 @@ class _Replica:
     """`Router` + `CostModelExecutor` over an evented cache, and the router's view of it."""
 
     def __init__(self, pool_tokens: int, page_size: int, policy: str, cost: ReplicaCost,
-                 view: str, router_capacity: int | None, vocab_size: int) -> None:
+                 view: str, router_capacity: int | None, vocab_size: int,
+                 apply: Callable[[EventIndex, Any], None]) -> None:
         from radixlab.cost_model import CostModelExecutor
         from radixlab.memory import KVCacheManager, PageAllocator
         from radixlab.router import Router
@@ -50,6 +51,7 @@ class _Replica:
         self.index = EventIndex(page_size)
         self.approx = PrefixCache(router_capacity, page_size) if view == "approx" else None
         self.pending: dict[int, list[int]] | None = {} if view == "events+pending" else None
+        self.apply = apply
         self.cost = cost
         self.busy_s = 0.0
         self.events = 0
@@ -59,7 +61,7 @@ class _Replica:
         self.router.step(self.executor)
         self.busy_s += self.router.clock - before
         for ev in self.tree.take_events():
-            apply_event(self.index, ev)
+            self.apply(self.index, ev)
             self.events += 1
 
     def advance(self, now: float) -> None:
@@ -117,9 +119,11 @@ def simulate_views(
     balance_rel_threshold: float = 1.5,
     policy: str = "lpm",
     vocab_size: int = 512,
+    apply: Callable[[EventIndex, Any], None] = apply_event,
 ) -> FleetResult:
     """Route and serve `trace` on `n_replicas` cost-model engines, the router seeing each
-    replica through `view`; arguments as in `fleet.simulate_fleet(backend="router")`."""
+    replica through `view`; arguments as in `fleet.simulate_fleet(backend="router")`, and
+    `apply(index, event)`, the rule that updates an event view (`event_index.apply_event`)."""
     n_replicas = validate.positive_int(n_replicas, "n_replicas")
     if routing not in ROUTING_POLICIES:
         raise validate.InvalidInput(f"routing must be one of {ROUTING_POLICIES}, got {routing!r}")
@@ -131,8 +135,10 @@ def simulate_views(
     abs_threshold = validate.count(balance_abs_threshold, "balance_abs_threshold")
     rel_threshold = validate.real(balance_rel_threshold, "balance_rel_threshold", 1.0)
     cost = cost if cost is not None else ReplicaCost()
+    if not callable(apply):
+        raise validate.InvalidInput(f"apply must be a function (index, event), got {apply!r}")
     reps = [_Replica(capacity_tokens, page_size, policy, cost, view, router_capacity_tokens,
-                     vocab_size) for _ in range(n_replicas)]
+                     vocab_size, apply) for _ in range(n_replicas)]
     reqs = list(trace)
     if any(b.arrival < a.arrival for a, b in zip(reqs, reqs[1:], strict=False)):
         raise validate.InvalidInput("a fleet trace must be in arrival order")

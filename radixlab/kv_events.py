@@ -35,7 +35,10 @@ MEDIUM_GPU = "GPU"
 
 
 def _short_hash(h: int | None) -> str:
-    return "None" if h is None else f"#{h & 0xFFFF:04x}"
+    """The last 16 bits in hex: enough to tell a handful of blocks apart in a printout."""
+    if h is None:
+        return "None"
+    return f"#{h & 0xFFFF:04x}" if validate.is_int(h) else repr(h)
 
 
 @dataclass(frozen=True)
