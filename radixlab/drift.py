@@ -142,9 +142,10 @@ class Drift:
         if self.span is None:
             return f"ends at token {self.offset}, inside the cached path ({lost} tokens unused)"
         s = self.span
+        into = self.offset - s.start
         return (f"leaves the cached path at token {self.offset}: message {s.index} ({s.role}, "
-                f"turn {s.turn}), {self.offset - s.start} tokens into it; {lost} cached tokens "
-                f"unused, {self.prompt_len - self.offset} to compute")
+                f"turn {s.turn}), {into} token{'' if into == 1 else 's'} into it; {lost} cached "
+                f"tokens unused, {self.prompt_len - self.offset} to compute")
 
 
 def first_divergence(a: Sequence[int], b: Sequence[int]) -> int:
