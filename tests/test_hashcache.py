@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from radixlab.conformance import Trace
+from radixlab.conformance.hashchain import hash_chain_suite
 from radixlab.hashcache import HashMatch, HashPrefixCache, NoPrefixCache, block_hash
 from radixlab.memory import KVCacheManager, PageAllocator
 from radixlab.tree import RadixTree
@@ -142,63 +144,18 @@ def test_no_cache_is_inert():
         c.insert([1, 2, 3], [0, 1])
 
 
-# ---------------------------------------------------------------- against a naive reference
+# ---------------------------------------------------------------- the conformance suite
+# The hash-chained block cache's suite (radixlab/conformance/hashchain.py), which notebook 04
+# runs on the learner's hash chain: a dict of block prefixes with namespaces, locks and the exact
+# LRU queue, after every step.
 
-seqs = st.lists(st.integers(0, 2), min_size=1, max_size=9)
-ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("insert"), seqs),
-        st.tuples(st.just("match"), seqs),
-        st.tuples(st.just("lock"), seqs),
-        st.tuples(st.just("unlock"), st.integers(0, 5)),
-        st.tuples(st.just("evict"), st.integers(0, 6)),
-    ),
-    max_size=40,
-)
+HASH_CHAIN = hash_chain_suite().part("operations")
 
 
-@settings(max_examples=150)
-@given(ps=st.sampled_from([1, 2, 3]), ops=ops)
-def test_matches_a_dict_of_block_prefixes(ps, ops):
-    """Reference: a dict {full-block prefix: page}; evicted pages drop their prefixes."""
-    c = HashPrefixCache(page_size=ps)
-    ref: dict[tuple[int, ...], int] = {}
-    next_page = 0
-    locks: list = []
-    for op, arg in ops:
-        if op == "insert":
-            n = len(arg) // ps
-            slots = pages(n, next_page, ps).tolist() + [-1] * (len(arg) % ps)
-            slots = [s if s >= 0 else 10_000 + i for i, s in enumerate(slots)]
-            already = 0
-            while already < n and tuple(arg[: (already + 1) * ps]) in ref:
-                already += 1
-            assert c.insert(arg, slots) == already * ps
-            for i in range(already, n):
-                ref[tuple(arg[: (i + 1) * ps])] = next_page + i
-            next_page += n
-        elif op in ("match", "lock"):
-            m = c.match_prefix(arg)
-            k = 0
-            while k < len(arg) // ps and tuple(arg[: (k + 1) * ps]) in ref:
-                k += 1
-            want = [ref[tuple(arg[: (i + 1) * ps])] for i in range(k)]
-            assert (m.slots[::ps] // ps).tolist() == want
-            if op == "lock":
-                c.inc_lock_ref(m.node)
-                locks.append(m.node)
-        elif op == "unlock" and locks:
-            c.dec_lock_ref(locks.pop(arg % len(locks)))
-        elif op == "evict":
-            freed = c.evict(arg * ps)
-            gone = set((freed // ps).tolist())
-            assert len(freed) >= arg * ps or c.evictable_size() == 0
-            assert len(gone) * ps == len(freed)
-            ref = {k: v for k, v in ref.items() if v not in gone}
-        c.check_invariants()
-        assert c.total_size() == len(ref) * ps
-        locked = sum(1 for b in c.export()["blocks"] if b["lock_ref"] > 0)
-        assert c.protected_size() == locked * ps
+@settings(max_examples=300)
+@given(example=HASH_CHAIN.examples)
+def test_matches_a_dict_of_block_prefixes(example):
+    HASH_CHAIN.replay(HashPrefixCache, example, Trace())
 
 
 # ---------------------------------------------------------------- radix vs hash

@@ -1,4 +1,5 @@
-"""Property tests: random mixes of allocate / share / fork / write / release / insert / evict.
+"""Property tests: the allocator's and page tables' conformance suites, and random mixes of
+allocate / share / fork / write / release / insert / evict through the KVCacheManager.
 
 After every step: every page is free or held, refcounts equal holders counted from the outside
 (request tables + what the cache itself stores), no request sees KV written by another holder,
@@ -9,66 +10,42 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from radixlab.conformance import Trace
+from radixlab.conformance.allocator import allocator_suite, slot_mapping_suite
+from radixlab.conformance.tables import copy_on_write_suite
 from radixlab.hashcache import HashPrefixCache
-from radixlab.memory import OutOfPagesError, PageAllocator
+from radixlab.memory import BlockTables, OutOfPagesError, PageAllocator, pages_to_slots
 from radixlab.tree import RadixTree
 from tests.test_memory import Harness
 
-# ---------------------------------------------------------------- allocator vs a naive model
+# ------------------------------------------------- the allocator and page tables' suites
+# The conformance suites notebooks 03 and 04 run on the learner's allocator and copy-on-write
+# (radixlab/conformance/allocator.py, tables.py), here with the package's larger budget.
 
-alloc_ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("alloc"), st.integers(0, 4)),
-        st.tuples(st.just("share"), st.lists(st.integers(-1, 8), max_size=3)),
-        st.tuples(st.just("release"), st.lists(st.integers(-1, 8), max_size=3)),
-    ),
-    max_size=40,
-)
+ALLOCATOR = allocator_suite().part("operations")
+COPY_ON_WRITE = copy_on_write_suite().part("append with copy-on-write")
 
 
-@settings(max_examples=200)
-@given(ops=alloc_ops)
-def test_allocator_matches_naive_refcount_dict(ops):
-    a = PageAllocator(8)
-    ref = {p: 0 for p in range(8)}
-    for op, arg in ops:
-        before = a.refcounts()
-        if op == "alloc":
-            free = sorted(p for p, c in ref.items() if c == 0)
-            if arg > len(free):
-                with pytest.raises(OutOfPagesError):
-                    a.alloc(arg)
-            else:
-                assert a.alloc(arg).tolist() == free[:arg]
-                for p in free[:arg]:
-                    ref[p] = 1
-        elif op == "share":
-            if all(p in ref and ref[p] > 0 for p in arg):
-                a.share(arg)
-                for p in arg:
-                    ref[p] += 1
-            else:
-                with pytest.raises(ValueError):
-                    a.share(arg)
-        else:
-            counts = Counter(arg)
-            if all(p in ref and ref[p] >= c for p, c in counts.items()):
-                freed = a.release(arg)
-                for p, c in counts.items():
-                    ref[p] -= c
-                assert freed.tolist() == sorted(p for p in counts if ref[p] == 0)
-            else:
-                with pytest.raises(ValueError):
-                    a.release(arg)
-                assert np.array_equal(a.refcounts(), before)
-        assert a.refcounts().tolist() == [ref[p] for p in range(8)]
-        assert a.free_pages().tolist() == sorted(p for p, c in ref.items() if c == 0)
-        assert a.num_free + a.num_used == 8
+@settings(max_examples=300)
+@given(example=ALLOCATOR.examples)
+def test_allocator_matches_naive_refcount_dict(example):
+    ALLOCATOR.replay(PageAllocator, example, Trace())
+
+
+@settings(max_examples=400)
+@given(example=COPY_ON_WRITE.examples)
+def test_block_tables_copy_on_write_matches_the_model(example):
+    COPY_ON_WRITE.replay(BlockTables, example, Trace())
+
+
+@settings(max_examples=100)
+@given(example=slot_mapping_suite().parts[0].examples)
+def test_pages_to_slots_is_the_page_table_mapping(example):
+    slot_mapping_suite().parts[0].replay(pages_to_slots, example, Trace())
 
 
 # ---------------------------------------------------------------- the manager under random load

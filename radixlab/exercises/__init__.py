@@ -3,6 +3,6 @@
 Each module exposes `Exercise` objects and `check_<name>` shortcuts; see `framework.py`.
 """
 
-from radixlab.exercises.framework import Case, CheckResult, Exercise
+from radixlab.exercises.framework import Build, Case, CheckResult, Exercise
 
-__all__ = ["Case", "CheckResult", "Exercise"]
+__all__ = ["Build", "Case", "CheckResult", "Exercise"]

@@ -1,8 +1,15 @@
 """The exercise pattern: a stub the learner edits, a checker, progressive hints and a solution.
 
-`Exercise.check(fn)` says Correct / Not attempted yet / Incorrect (with the smallest failing
-case) and returns the function the notebook should go on with: the learner's when it is
-correct, the reference otherwise, so a notebook run as shipped still completes.
+Two kinds, one verdict (Correct / Not attempted yet / Incorrect) and one rule: `check` returns
+what the notebook goes on with, the learner's piece when it is correct and the reference
+otherwise, so a notebook run as shipped still completes.
+
+- `Exercise(name, reference, cases, hints)`: a small function checked on hand-written `Case`s,
+  smallest first; an incorrect answer shows the first failing case.
+- `Build(name, reference, suite, answer, hints)`: a real piece (a class or function with the
+  package's interface) checked by its conformance suite (`radixlab.conformance`): random
+  operation sequences against a naive model, the smallest failing one narrated in the
+  notebook's words (`words=decode`). The piece that passes is what the next cells run.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from radixlab.conformance.report import mismatch_text
 
 
 class Case:
@@ -102,7 +111,9 @@ class Exercise:
     """One exercise: the reference, the cases (smallest first) and the hints.
 
     `cases` is a sequence of `Case`, or a callable returning one (built lazily, so that importing
-    the exercises costs nothing). `compare(got, expected)` decides equality.
+    the exercises costs nothing). `compare(got, expected)` decides equality. `explain(got,
+    expected)`, when given, replaces the printed expected/got values of a wrong answer (for
+    exercises whose expected value is the answer itself).
     """
 
     name: str
@@ -111,6 +122,7 @@ class Exercise:
     hints: Sequence[str] = ()
     compare: Callable[[Any, Any], bool] = default_compare
     solution_text: str | None = None
+    explain: Callable[[Any, Any], str] | None = None
     _hints_shown: int = field(default=0, repr=False)
 
     def _cases(self) -> list[Case]:
@@ -150,6 +162,10 @@ class Exercise:
             print(f"   smallest failing case: {result.case.describe() if result.case else '-'}")
             if result.error is not None:
                 print(f"   your code raised {type(result.error).__name__}: {result.error}")
+            elif self.explain is not None:
+                print(f"   {self.explain(result.got, result.expected)}")
+            elif _is_array(result.expected) or _is_array(result.got):
+                print(f"   difference: {mismatch_text(result.got, result.expected)}")
             else:
                 print(f"   expected: {_short(result.expected)}")
                 print(f"   got:      {_short(result.got)}")
@@ -169,6 +185,62 @@ class Exercise:
         """Print the reference solution's source."""
         text = self.solution_text or inspect.getsource(self.reference)
         print(textwrap.dedent(text).rstrip())
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray) or type(x).__name__ == "Tensor"
+
+
+@dataclass
+class Build:
+    """A build exercise: the learner writes a real piece; `check(piece)` runs its suite.
+
+    `suite` is a `radixlab.conformance.Suite` or a function returning one (given the keyword
+    arguments of `check`, e.g. a model to run on). `answer` is the model solution whose source
+    `solution()` prints (default: the reference); `words` renders token ids in the report."""
+
+    name: str
+    reference: Any
+    suite: Any
+    answer: Any = None
+    hints: Sequence[str] = ()
+    words: Callable[[list[int]], str] | None = None
+    time_limit: float = 10.0
+    _hints_shown: int = field(default=0, repr=False)
+
+    def evaluate(self, piece: Any, **context: Any) -> Any:
+        """Run the suite on `piece`; returns a `radixlab.conformance.Verdict`."""
+        from radixlab.conformance import run_suite
+
+        suite = self.suite(**context) if callable(self.suite) else self.suite
+        return run_suite(suite, piece, words=self.words, time_limit=self.time_limit)
+
+    def check(self, piece: Any, **context: Any) -> Any:
+        """Print the verdict; return `piece` when correct, otherwise the reference."""
+        verdict = self.evaluate(piece, **context)
+        print(verdict.report())
+        if verdict.correct:
+            print(f"   The cells below run on your {self.name}.")
+            return piece
+        ref = getattr(self.reference, "__qualname__", type(self.reference).__name__)
+        module = getattr(self.reference, "__module__", "")
+        tail = " Call .hint() or .solution() when you want help." if (
+            verdict.status == "not attempted") else ""
+        print(f"   The notebook continues with the reference ({module}.{ref}).{tail}")
+        return self.reference
+
+    def hint(self) -> None:
+        """Show the next hint; each call reveals one more."""
+        if not self.hints:
+            print("No hints for this one: read the contract above again.")
+            return
+        self._hints_shown = min(self._hints_shown + 1, len(self.hints))
+        for i, text in enumerate(self.hints[: self._hints_shown], 1):
+            print(f"Hint {i}/{len(self.hints)}: {text}")
+
+    def solution(self) -> None:
+        """Print the model solution's source."""
+        print(textwrap.dedent(inspect.getsource(self.answer or self.reference)).rstrip())
 
 
 def _copy(obj: Any) -> Any:

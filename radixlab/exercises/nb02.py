@@ -1,4 +1,5 @@
-"""Exercises of notebook 02_radix_tree: match on a plain trie, split an edge, predict a tree.
+"""Exercises of notebook 02_radix_tree: match on a trie (warm-up), predict a tree, and the build
+exercise: the radix tree itself (`check_radix_tree`), checked by `radixlab.conformance.tree`.
 
 Also holds the notebook's toy word vocabulary, so that the checkers and the notebook agree on
 token ids (one word = one token; ids are positions in `WORDS`).
@@ -8,8 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from radixlab.exercises.framework import Case, Exercise
+from radixlab.exercises.framework import Build, Case, Exercise
+from radixlab.exercises.solutions import SolutionRadixTree
+from radixlab.exercises.tree_base import MatchResult, Node, RadixTreeBase
 from radixlab.tree import RadixTree
+
+__all__ = ["MatchResult", "Node", "RadixTreeBase", "WORDS", "check_predict_tree",
+           "check_radix_tree", "check_trie_match", "decode", "encode"]
 
 WORDS = ("<s>", "the", "a", "cat", "dog", "sat", "ran", "on", "mat", "rug", "down", "away",
          "and", "slept", "big", "small")
@@ -31,7 +37,7 @@ def decode(ids: list[int]) -> str:
     return " ".join(WORDS[int(i)] for i in ids)
 
 
-# ------------------------------------------------------------------ exercise 1: match on a trie
+# ------------------------------------------------------------------ warm-up: match on a trie
 
 
 def build_trie(sequences: list[list[int]]) -> dict:
@@ -64,8 +70,10 @@ def _trie_cases() -> list[Case]:
         Case(trie, encode("the cat sat on the mat"), note="the whole sequence is cached"),
         Case(trie, encode("the cat slept"), note="stops at the first miss"),
         Case(trie, encode("big cat"), note="the first token already misses"),
-        Case(trie, encode("the cat big sat on"),
-             note="after a miss the rest would fit again, but the path broke"),
+        Case(trie, encode("the cat the cat sat"),
+             note="after the miss the rest is a path from the root again: still 2"),
+        Case(trie, encode("the cat a dog"),
+             note="after the miss at 'a' a walk restarted at the root would find 'a dog'"),
         Case(trie, encode("a dog sat on the rug"), note="query longer than the cached path"),
     ]
 
@@ -86,61 +94,13 @@ def check_trie_match(fn: Any) -> Any:
     return trie_match.check(fn)
 
 
-# ------------------------------------------------------------------ exercise 2: split an edge
+# ------------------------------------------------------------------ predict a tree
+
+PREDICT_INSERTS = ("a dog ran away", "a dog sat", "a cat sat on the mat", "a dog sat down",
+                   "the big dog")
 
 
-def make_node(key: list[int], value: list[int], children: dict | None = None) -> dict:
-    """A compressed node as plain data: an edge `key`, its `value` (slots), and children keyed
-    by the first token of their key."""
-    return {"key": list(key), "value": list(value), "children": dict(children or {})}
-
-
-def reference_split_edge(node: dict, at: int) -> dict:
-    """Cut `node`'s edge after `at` tokens: return a new upper node holding key[:at] whose only
-    child is the lower part (key[at:]), which keeps the old node's children."""
-    lower = {"key": node["key"][at:], "value": node["value"][at:], "children": node["children"]}
-    return {"key": node["key"][:at], "value": node["value"][:at],
-            "children": {lower["key"][0]: lower}}
-
-
-def _split_cases() -> list[Case]:
-    leaf = make_node(encode("the cat sat"), [10, 11, 12])
-    tail_a = make_node(encode("on the mat"), [13, 14, 15])
-    tail_b = make_node(encode("down"), [20])
-    inner = make_node(encode("cat sat"), [11, 12],
-                      {WORD_ID["on"]: tail_a, WORD_ID["down"]: tail_b})
-    return [
-        Case(leaf, 1, note="split a leaf after its first token"),
-        Case(leaf, 2, note="split a leaf before its last token"),
-        Case(make_node(encode("the the the"), [5, 6, 7]), 1,
-             note="repeated tokens: the child is keyed by key[at], not by key[0]"),
-        Case(inner, 1, note="the old children move to the lower part"),
-    ]
-
-
-split_edge = Exercise(
-    name="split_edge",
-    reference=reference_split_edge,
-    cases=_split_cases,
-    hints=[
-        "Two nodes come out: the upper one gets key[:at] and value[:at].",
-        "The lower one gets key[at:], value[at:] and all of the old node's children.",
-        "The upper node has exactly one child, stored under the FIRST token of the lower key.",
-    ],
-)
-
-
-def check_split_edge(fn: Any) -> Any:
-    return split_edge.check(fn)
-
-
-# ------------------------------------------------------------------ exercise 3: predict a tree
-
-PREDICT_INSERTS = ("the cat sat on the mat", "the cat sat down", "the dog ran away",
-                   "the cat sat on the rug")
-
-
-def tree_as_dict(tree: RadixTree, node: Any = None) -> dict:
+def tree_as_dict(tree: Any, node: Any = None) -> dict:
     """A tree as nested dicts {edge text: subtree}, e.g. {'the': {'cat': {}, 'dog': {}}}."""
     node = tree.root if node is None else node
     return {decode(c.key.tolist()): tree_as_dict(tree, c) for c in node.children.values()}
@@ -157,18 +117,78 @@ def reference_predict_tree() -> dict:
     return tree_as_dict(tree)
 
 
+def first_difference(got: Any, expected: dict, path: str = "the root") -> str | None:
+    """Where two {edge: subtree} dicts first differ, without giving the answer away."""
+    if not isinstance(got, dict):
+        return f"under {path} you wrote {type(got).__name__}, not a dict of edges"
+    extra = sorted(set(got) - set(expected))
+    if extra:
+        return f"under {path}, your edge {extra[0]!r} is not in the tree"
+    missing = sorted(set(expected) - set(got))
+    if missing:
+        return (f"under {path}, the tree has an edge starting with "
+                f"{missing[0].split()[0]!r} that you do not have")
+    for edge in sorted(expected):
+        diff = first_difference(got[edge], expected[edge], repr(edge))
+        if diff:
+            return diff
+    return None
+
+
 predict_tree = Exercise(
     name="predict_tree",
     reference=reference_predict_tree,
     cases=[Case(note="inserts: " + " | ".join(PREDICT_INSERTS))],
+    explain=lambda got, expected: first_difference(got, expected) or "",
     hints=[
-        "After the first insert the tree is one edge holding all six words.",
+        "After the first insert the tree is one edge holding all four words.",
         "An insert that diverges inside an edge splits it where the words stop agreeing; "
         "the shared words stay on the upper part.",
-        "Edges hold as many words as possible: a node is only cut where two sequences branch.",
+        "An insert that ends exactly where an edge ends adds nothing; one that continues past "
+        "the end of a node hangs a new leaf below it, even if that node then has one child.",
     ],
 )
 
 
 def check_predict_tree(fn: Any) -> Any:
     return predict_tree.check(fn)
+
+
+# ------------------------------------------------------------------ build: the radix tree
+
+
+def _suite() -> Any:
+    from radixlab.conformance.tree import radix_tree_suite
+
+    return radix_tree_suite(page_sizes=(1, 2))
+
+
+radix_tree = Build(
+    name="radix tree",
+    reference=RadixTree,
+    suite=_suite,
+    answer=SolutionRadixTree,
+    words=decode,
+    hints=[
+        "match_prefix: cut the tokens to whole pages, tick the clock, then walk from the root: "
+        "look the child up with self.child_key(rest, namespace), compare with "
+        "self.common_prefix(child.key, rest), set child.last_access to now.",
+        "A match that ends inside an edge splits it: a new upper node (self.new_node under the "
+        "old parent, same first page, so it takes the child's place) gets key[:m], value[:m], "
+        "the child's lock_ref, last_access and hit_count; the child keeps key[m:] and hangs "
+        "under the upper node. Return MatchResult(concatenated slots, last node).",
+        "insert walks the same way (splitting where the new tokens diverge), adds 1 to the "
+        "hit_count of every node it walks through, hangs a new leaf (copies of the remaining "
+        "whole pages) with hit_count 1, and returns how far it walked.",
+        "inc_lock_ref / dec_lock_ref: +1 / -1 on every node of self.path_to_root(node); check "
+        "the whole path before you change anything in dec_lock_ref.",
+        "evict: until enough tokens are freed, take the unlocked leaf with the smallest "
+        "(last_access, id), self.remove it and keep its slots; compute the leaves again each "
+        "time, so a parent left without children becomes a candidate at once.",
+    ],
+)
+
+
+def check_radix_tree(cls: Any) -> Any:
+    """Run the radix tree suite on your class; returns it when correct, else `RadixTree`."""
+    return radix_tree.check(cls)
