@@ -1,11 +1,11 @@
 """Checkers of notebook 12 accept the references and reject realistic mistakes with a small,
-readable failing case; the KV-event conformance suite exercises every kind of event."""
+readable failing case (the KV-event build through its conformance suite)."""
 
 from __future__ import annotations
 
 import torch
 
-from radixlab.event_index import apply_event, replay
+from radixlab.event_index import apply_event
 from radixlab.exercises import nb12
 from radixlab.kv_events import AllBlocksCleared, BlockRemoved, BlockStored
 
@@ -94,31 +94,36 @@ def drops_extra_keys(index, ev):
         apply_event(index, ev)
 
 
-def test_apply_kv_event_checker_accepts_the_reference_and_returns_it_on_failure(capsys):
+def test_apply_kv_event_build_accepts_the_reference(capsys):
     assert nb12.check_apply_kv_event(apply_event) is apply_event
     assert "Correct" in capsys.readouterr().out
+    assert nb12.apply_kv_event.evaluate(stub).status == "not attempted"
     assert nb12.check_apply_kv_event(stub) is apply_event
-    assert "Not attempted" in capsys.readouterr().out
 
 
-def test_apply_kv_event_rejects_mutants_with_a_small_case(capsys):
-    ex = nb12.apply_kv_event
+def test_apply_kv_event_build_rejects_mutants_with_a_short_narrated_history():
     for wrong in (same_parent, slice_by_block_index, ignores_clear, removes_first_only,
                   drops_extra_keys):
-        result = ex.evaluate(lambda events, bs, f=wrong: nb12._snapshot(events, bs, f))
-        assert result.status == "incorrect", wrong.__name__
-        assert len(result.case.args[0]) <= 6, wrong.__name__
-        assert nb12.check_apply_kv_event(wrong) is apply_event
-        out = capsys.readouterr().out
-        assert "smallest failing case" in out and "BlockStored(" in out and "expected:" in out
+        verdict = nb12.apply_kv_event.evaluate(wrong)
+        assert verdict.status == "incorrect", wrong.__name__
+        assert 1 <= len(verdict.steps) <= 4, (wrong.__name__, verdict.steps)
+        text = verdict.report()
+        assert "Smallest failing case" in text and "events BlockStored(" in text
+        assert "the index should hold the tree's blocks" in text
 
 
-def test_conformance_histories_cover_every_event_and_match_the_tree():
-    cases = nb12.conformance_cases()
-    events = [e for c in cases for e in c.args[0]]
-    assert {type(e) for e in events} == {BlockStored, BlockRemoved, AllBlocksCleared}
-    assert any(isinstance(e, BlockStored) and len(e.block_hashes) > 1 for e in events)
-    assert any(isinstance(e, BlockStored) and e.extra_keys for e in events)
-    lengths = [len(c.args[0]) for c in cases]
-    assert lengths == sorted(lengths)
-    assert all(replay(nb12.cache_history(seed, 8), 2).orphans == 0 for seed in range(10))
+def test_the_suite_passes_on_the_reference_in_every_part():
+    from hypothesis import given, settings
+
+    from radixlab.conformance.kv_events import kv_event_suite
+    from radixlab.conformance.report import Trace
+
+    part = kv_event_suite().part("cache histories")
+
+    @settings(max_examples=60)
+    @given(part.examples)
+    def run(example):
+        part.replay(apply_event, example, Trace())
+
+    run()
+    part.replay(apply_event, part.smoke, Trace())

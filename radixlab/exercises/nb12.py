@@ -1,19 +1,17 @@
 """Exercises of notebook 12: logit margins, the message a token belongs to, and a router tree
-built from KV events (checked against a conformance suite of random cache histories)."""
+built from KV events (a build, checked by `radixlab.conformance.kv_events`)."""
 
 from __future__ import annotations
 
-import inspect
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from radixlab import determinism
+from radixlab.conformance.kv_events import kv_event_suite
 from radixlab.drift import MessageSpan
-from radixlab.event_index import apply_event, replay
-from radixlab.exercises.framework import Case, Exercise
-from radixlab.kv_events import EventedRadixTree, KVEvent
+from radixlab.event_index import apply_event
+from radixlab.exercises.framework import Build, Case, Exercise
 
 # ----------------------------------------------------------------------------- warm-up 1
 
@@ -90,52 +88,10 @@ check_message_at = message_at.check
 # ----------------------------------------------------------------------------- the build
 
 
-def cache_history(seed: int, n_ops: int, page_size: int = 2) -> list[KVEvent]:
-    """The events of `n_ops` random operations on an `EventedRadixTree`: inserts of prompts
-    over a 3-token alphabet (so they share prefixes), some in namespace "B", evictions and
-    (rarely) a clear."""
-    rng = random.Random(seed)
-    tree = EventedRadixTree(page_size=page_size)
-    next_slot = 0
-    events: list[KVEvent] = []
-    for _ in range(n_ops):
-        r = rng.random()
-        if r < 0.65 or tree.total_size() == 0:
-            tokens = [rng.randrange(1, 4) for _ in range(rng.randrange(1, 4 * page_size + 2))]
-            ns = "B" if rng.random() < 0.2 else None
-            tree.insert(tokens, list(range(next_slot, next_slot + len(tokens))), namespace=ns)
-            next_slot += len(tokens)
-        elif r < 0.93:
-            tree.evict(rng.randrange(1, 2 * page_size + 1))
-        else:
-            tree.clear()
-        events += tree.take_events()
-    return events
-
-
-def _snapshot(events: Sequence[KVEvent], block_size: int,
-              apply: Callable[..., None] = apply_event) -> list:
-    return replay(events, block_size, apply).paths()
-
-
-def conformance_cases(n: int = 80) -> list[Case]:
-    """Random cache histories, shortest event streams first (the first failure is the
-    smallest)."""
-    seen, cases = set(), []
-    for seed in range(n):
-        events = cache_history(seed, 1 + seed % 12)
-        key = repr(events)
-        if events and key not in seen:
-            seen.add(key)
-            cases.append(events)
-    cases.sort(key=lambda ev: (len(ev), sum(len(repr(e)) for e in ev)))
-    return [Case(ev, 2, note=f"{len(ev)} events") for ev in cases]
-
-
-apply_kv_event = Exercise(
+apply_kv_event = Build(
     name="apply_kv_event",
-    reference=_snapshot,
-    cases=conformance_cases,
+    reference=apply_event,
+    suite=kv_event_suite,
     hints=[
         "BlockStored lists several blocks: block i holds token_ids[i*bs:(i+1)*bs] and hangs "
         "under block i-1; only the first hangs under parent_block_hash.",
@@ -143,14 +99,5 @@ apply_kv_event = Exercise(
         "event.extra_keys[i] when extra_keys is not None.",
         "BlockRemoved: index.remove(h) for every hash. AllBlocksCleared: index.clear().",
     ],
-    solution_text=inspect.getsource(apply_event),
 )
-
-
-def check_apply_kv_event(fn: Callable[..., None]) -> Callable[..., None]:
-    """Run the conformance suite on `fn(index, event)`: replay every random history with it
-    and compare the index (every cached block's path) with the reference's. Returns `fn`
-    when it passes, the reference `apply_event` otherwise."""
-    chosen = apply_kv_event.check(
-        lambda events, block_size: _snapshot(events, block_size, fn))
-    return apply_event if chosen is apply_kv_event.reference else fn
+check_apply_kv_event = apply_kv_event.check
