@@ -175,13 +175,15 @@ class Engine:
         *,
         sample_key: int | None = None,
         events: deque[TokenEvent] | None = None,
+        namespace: Any = None,
     ) -> RequestHandle:
         """Queue one request; its tokens arrive in `handle.events` as `step()` produces them.
 
         Everything is validated first (`validate.InvalidInput` / `RequestRejected`, both
         `ValueError`s): a rejected call changes nothing. `sample_key` seeds its draws instead
         of its rid (see `ModelExecutor.sample_keys`); `events` lets several requests share one
-        queue (a stream over a batch).
+        queue (a stream over a batch); `namespace` keeps its prefixes apart from other
+        namespaces' (a per-tenant salt).
         """
         ids = self.encode(prompt)
         max_new_tokens, temperature, top_p, seed, ignore_eos = validate.sampling(
@@ -191,7 +193,8 @@ class Engine:
         with self._lock:
             self._collect_abandoned()
             rid = self.router.add_request(ids, max_new_tokens, temperature=temperature,
-                                          top_p=top_p, seed=seed, ignore_eos=ignore_eos)
+                                          top_p=top_p, seed=seed, ignore_eos=ignore_eos,
+                                          namespace=namespace)
             handle = RequestHandle(rid, ids, deque() if events is None else events)
             self._handles[rid] = handle
             if sample_key is not None:
@@ -290,6 +293,7 @@ class Engine:
         stream: bool = False,
         progress: bool | None = None,
         ignore_eos: bool = False,
+        namespace: Any = None,
     ) -> Generation | list[Generation] | Stream:
         """Generate for one prompt (returns a `Generation`) or a list (returns a list).
 
@@ -298,7 +302,9 @@ class Engine:
         With `stream=True`, returns a `Stream` of `StreamEvent`s (text deltas detokenized
         incrementally); several streams and calls may be open at once, each gets all its
         tokens. With `ignore_eos=True` each prompt gets exactly `max_new_tokens` tokens even
-        past the eos id (SGLang's and vLLM's `ignore_eos`). Every prompt is validated before
+        past the eos id (SGLang's and vLLM's `ignore_eos`). `namespace` (any hashable; None is
+        the shared one) keeps this call's prefixes apart from every other namespace's, as vLLM's
+        per-request `cache_salt` does (one value per tenant). Every prompt is validated before
         any is queued, so a bad one leaves the engine as it was; an exception aborts this
         call's requests and leaves the engine usable.
         """
@@ -310,6 +316,7 @@ class Engine:
         if progress is not None:
             validate.flag(progress, "progress")
         stream = validate.flag(stream, "stream")
+        namespace = validate.namespace(namespace)
         ids = [self.encode(p, f"prompt {i}" if batch else "prompt") for i, p in enumerate(items)]
         for p in ids:
             self.router.check_fits(len(p), sampling[0])
@@ -317,7 +324,8 @@ class Engine:
         handles: list[RequestHandle] = []
         try:
             for i, p in enumerate(ids):
-                handles.append(self.submit(p, *sampling, sample_key=i, events=queue))
+                handles.append(self.submit(p, *sampling, sample_key=i, events=queue,
+                                           namespace=namespace))
         except BaseException:
             for h in handles:
                 self.abort(h.rid)

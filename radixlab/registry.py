@@ -133,6 +133,7 @@ _CACHE_METHODS = ("match_prefix", "insert", "inc_lock_ref", "dec_lock_ref", "evi
 
 caches = Registry("prefix cache", {
     "radix": "radixlab.tree:RadixTree",
+    "radix-events": "radixlab.kv_events:EventedRadixTree",
     "hash": "radixlab.hashcache:HashPrefixCache",
     "none": "radixlab.hashcache:NoPrefixCache",
     "tiered": "radixlab.tier_tree:TieredRadixTree",
