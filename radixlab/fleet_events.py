@@ -22,9 +22,10 @@ from typing import Any
 
 from radixlab import validate
 from radixlab.event_index import EventIndex, apply_event
-from radixlab.fleet import ROUTING_POLICIES, FleetResult, PrefixCache, ReplicaCost, RoutedRequest
-from radixlab.fleet import _route as route_choice
+from radixlab.fleet import FleetResult, PrefixCache, ReplicaCost, RoutedRequest
 from radixlab.kv_events import EventedRadixTree
+from radixlab.registry import routing_policies
+from radixlab.routing import FleetView, decide
 from radixlab.workloads import Trace, TraceRequest, common_prefix_len
 
 VIEWS = ("approx", "events", "events+pending")
@@ -125,8 +126,7 @@ def simulate_views(
     replica through `view`; arguments as in `fleet.simulate_fleet(backend="router")`, and
     `apply(index, event)`, the rule that updates an event view (`event_index.apply_event`)."""
     n_replicas = validate.positive_int(n_replicas, "n_replicas")
-    if routing not in ROUTING_POLICIES:
-        raise validate.InvalidInput(f"routing must be one of {ROUTING_POLICIES}, got {routing!r}")
+    rule = routing_policies.resolve(routing)
     if view not in VIEWS:
         raise validate.InvalidInput(f"view must be one of {VIEWS}, got {view!r}")
     page_size = validate.positive_int(page_size, "page_size")
@@ -171,17 +171,16 @@ def simulate_views(
             rep.advance(now)
         prompt = list(req.prompt_ids)
         predicted = [rep.predict(prompt) for rep in reps]
-        choice, reason = route_choice(
-            routing, len(placed), len(prompt), loads=[rep.load() for rep in reps],
-            predicted=predicted, tree_sizes=[rep.view_size() for rep in reps],
-            waits=[rep.wait_s() for rep in reps], cost=cost, threshold=threshold,
-            abs_threshold=abs_threshold, rel_threshold=rel_threshold)
+        choice, reason = decide(rule, FleetView(
+            len(placed), len(prompt), tuple(rep.load() for rep in reps), tuple(predicted),
+            tuple(rep.view_size() for rep in reps), tuple(rep.wait_s() for rep in reps), cost,
+            threshold, abs_threshold, rel_threshold))
         placed[req.rid] = (choice, predicted[choice], reason, now)
         reps[choice].send(req, now)
     if blocked:
         raise validate.InvalidInput(
             f"requests wait on parents that never finish: {sorted(blocked)[:5]}")
-    result = FleetResult(f"{routing} ({view})", n_replicas)
+    result = FleetResult(f"{routing_policies.label(routing)} ({view})", n_replicas)
     for req in reqs:
         choice, predicted, reason, sent = placed[req.rid]
         st = reps[choice].router.metrics.requests[req.rid]

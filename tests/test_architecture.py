@@ -29,8 +29,10 @@ from radixlab.workloads import shared_system_prompt
 PKG = Path(__file__).resolve().parents[1] / "radixlab"
 
 CONTROL_PLANE = ["tree", "hashcache", "memory", "router", "policy", "optimal", "workloads",
-                 "fleet", "benchmark", "registry", "validate", "batch", "cost_model", "eviction",
-                 "metrics"]
+                 "fleet", "replica", "routing", "benchmark", "registry", "validate", "batch",
+                 "cost_model", "eviction", "metrics", "tier", "tier_tree", "tier_copies",
+                 "tier_nodes", "tier_audit", "write_policy", "kv_events", "event_index",
+                 "fleet_events", "drift", "chat_replay", "side_channel"]
 
 
 def _module_imports(path: Path) -> set[str]:
