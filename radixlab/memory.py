@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -88,22 +88,28 @@ class PageAllocator:
     def release(self, pages: Iterable[int]) -> np.ndarray:
         """Drop one holder per listed page; pages reaching 0 go back on the free list (returned)."""
         arr = as_pages(pages, self.num_pages)
-        counts = Counter(arr.tolist())
-        for page, c in counts.items():
-            if self._ref[page] == 0:
+        if arr.size <= 1:
+            uniq, counts = arr, np.ones(arr.size, dtype=np.int64)
+        else:
+            uniq, counts = np.unique(arr, return_counts=True)
+        held = self._ref[uniq]
+        bad = np.flatnonzero(held < counts)
+        if bad.size:
+            page, c, ref = int(uniq[bad[0]]), int(counts[bad[0]]), int(held[bad[0]])
+            if ref == 0:
                 raise ValueError(f"double free: page {page} is already free")
-            if self._ref[page] < c:
-                raise ValueError(
-                    f"double free: page {page} released {c} times but has refcount "
-                    f"{int(self._ref[page])}"
-                )
-        freed = []
-        for page, c in counts.items():
-            self._ref[page] -= c
-            if self._ref[page] == 0:
+            raise ValueError(
+                f"double free: page {page} released {c} times but has refcount {ref}")
+        left = held - counts
+        self._ref[uniq] = left
+        freed = uniq[left == 0]
+        if freed.size > 64:
+            self._free.extend(freed.tolist())
+            heapq.heapify(self._free)
+        else:
+            for page in freed.tolist():
                 heapq.heappush(self._free, page)
-                freed.append(page)
-        return np.array(sorted(freed), dtype=np.int64)
+        return freed
 
 
 def pages_to_slots(pages: Sequence[int], page_size: int, length: int | None = None) -> np.ndarray:
@@ -155,6 +161,10 @@ class BlockTables:
     def pages(self, rid: Hashable) -> np.ndarray:
         """rid's page table: the page holding positions [i*page_size, (i+1)*page_size)."""
         return np.array(self._get(rid), dtype=np.int64)
+
+    def num_pages(self, rid: Hashable) -> int:
+        """How many pages rid's table holds."""
+        return len(self._get(rid))
 
     def length(self, rid: Hashable) -> int:
         """Tokens rid has room for (written or reserved)."""
@@ -266,6 +276,18 @@ class BlockTables:
         return c
 
 
+class CacheListener(Protocol):
+    """Told by `KVCacheManager` whenever the prefix cache's content changes (the router keeps
+    its waiting requests' matches current this way, instead of re-matching the queue)."""
+
+    def cache_grew(self, key: np.ndarray, start: int, namespace: Hashable) -> None:
+        """`key[start:]` (whole pages) is newly cached after the cached prefix `key[:start]`."""
+
+    def cache_shrank(self, pages: np.ndarray) -> None:
+        """These pages were evicted (the cache evicts leaves first, so a prefix that lost a
+        page lost its last page)."""
+
+
 class KVCacheManager:
     """The router's one handle on memory: prefix cache + allocator + page tables + locks.
 
@@ -291,12 +313,28 @@ class KVCacheManager:
         self.prefix_cache = cache
         self.bytes_per_token = bytes_per_token
         self._lock: dict[Hashable, tuple[Any, int]] = {}  # rid -> (locked node, its length)
-        self._cache_pages: set[int] = set()
+        self._cached = np.zeros(allocator.num_pages, dtype=bool)   # pages the cache holds
+        self._num_cached = 0
+        self.listeners: list[CacheListener] = []
+
+    def _set_cached(self, pages: np.ndarray, value: bool) -> None:
+        self._cached[pages] = value
+        self._num_cached += len(pages) if value else -len(pages)
 
     # -- requests -------------------------------------------------------------------------
     def match(self, tokens: Iterable[int], namespace: Hashable = None) -> Any:
         """Longest cached prefix of tokens (page-aligned); no holds are taken yet."""
         return self.prefix_cache.match_prefix(validate.token_ids(tokens), namespace=namespace)
+
+    def can_peek(self) -> bool:
+        """Whether the cache has `peek_prefix` (a match with no side effects)."""
+        return hasattr(self.prefix_cache, "peek_prefix")
+
+    def peek(self, tokens: Iterable[int], namespace: Hashable = None) -> Any:
+        """`peek_prefix` of the cache: (length, node, last_slot) of the longest cached prefix
+        with nothing changed (no split, no access time, no hit), for schedulers that look at
+        many requests without admitting them."""
+        return self.prefix_cache.peek_prefix(tokens, namespace=namespace)
 
     def admit(self, rid: Hashable, m: Any) -> None:
         """Start rid with the matched pages (shared, not copied) and lock the match."""
@@ -304,9 +342,10 @@ class KVCacheManager:
             raise ValueError(f"request {rid!r} is already admitted")
         slots = np.asarray(m.slots, dtype=np.int64)
         pages = slots_to_pages(slots, self.page_size)
-        missing = [p for p in pages.tolist() if p not in self._cache_pages]
-        if missing:
-            raise ValueError(f"match refers to page {missing[0]}, which the cache does not hold")
+        missing = pages[~self._cached[pages]]
+        if missing.size:
+            raise ValueError(
+                f"match refers to page {int(missing[0])}, which the cache does not hold")
         self.prefix_cache.inc_lock_ref(m.node)
         try:
             self.tables.add(rid, pages, len(slots))
@@ -368,21 +407,33 @@ class KVCacheManager:
         if full == 0:
             return 0
         key = tokens[:full]
-        self.prefix_cache.insert(key, self.tables.slots(rid)[:full], namespace=namespace)
+        own = np.array(self.tables._pages[rid][: full // self.page_size], dtype=np.int64)
+        before = self.prefix_cache.insert(key, pages_to_slots(own, self.page_size),
+                                          namespace=namespace)
+        if before < full:
+            for listener in self.listeners:
+                listener.cache_grew(key, before, namespace)
         m = self.prefix_cache.match_prefix(key, namespace=namespace)
         cache_pages = slots_to_pages(np.asarray(m.slots, dtype=np.int64), self.page_size)
-        own = self.tables.pages(rid)
+        own = own[: len(cache_pages)]
+        mine = cache_pages == own
+        theirs = ~mine                      # the cache had these pages already: use its copies
+        if not self._cached[cache_pages[theirs]].all():
+            raise AssertionError("the cache returned a page it was never given")
+        adopted = own[mine & ~self._cached[cache_pages]]   # rid's pages the cache now holds
         shared_elsewhere = False  # does another request hold a page whose owner just changed?
-        for i, page in enumerate(cache_pages.tolist()):
-            if page in self._cache_pages:
-                self.tables.replace(rid, i, page)
-                shared_elsewhere |= page != own[i] and self.allocator.refcount(int(own[i])) > 0
-            elif page == own[i]:
-                self.allocator.share([page])
-                self._cache_pages.add(page)
-                shared_elsewhere |= self.allocator.refcount(page) > 2  # rid + cache + someone
-            else:
-                raise AssertionError(f"cache returned page {page} that it was never given")
+        if theirs.any():
+            idx = np.flatnonzero(theirs)
+            self.allocator.share(cache_pages[idx])
+            self.allocator.release(own[idx])
+            table = self.tables._pages[rid]
+            for i, page in zip(idx.tolist(), cache_pages[idx].tolist(), strict=True):
+                table[i] = page
+            shared_elsewhere = bool((self.allocator._ref[own[idx]] > 0).any())
+        if adopted.size:
+            self.allocator.share(adopted)
+            self._set_cached(adopted, True)
+            shared_elsewhere |= bool((self.allocator._ref[adopted] > 2).any())  # rid+cache+more
         self._relock(rid, m.node, len(m))
         if shared_elsewhere:  # only forks can hold such pages; skip the scan in the common case
             self._adopt_siblings(rid, own, cache_pages, key, namespace)
@@ -440,7 +491,10 @@ class KVCacheManager:
         freed_slots = np.asarray(freed, dtype=np.int64)
         pages = np.unique(freed_slots // self.page_size)
         self.allocator.release(pages)
-        self._cache_pages.difference_update(pages.tolist())
+        self._set_cached(pages, False)
+        if pages.size:
+            for listener in self.listeners:
+                listener.cache_shrank(pages)
         return len(pages)
 
     def evictable_pages(self) -> int:
@@ -455,7 +509,7 @@ class KVCacheManager:
 
     def cached_pages(self) -> np.ndarray:
         """Pages the prefix cache holds, sorted."""
-        return np.array(sorted(self._cache_pages), dtype=np.int64)
+        return np.flatnonzero(self._cached).astype(np.int64)
 
     # -- accounting -----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -469,7 +523,7 @@ class KVCacheManager:
             "pages": self.allocator.num_pages,
             "used": self.allocator.num_used,
             "free": self.allocator.num_free,
-            "cached": len(self._cache_pages),
+            "cached": self._num_cached,
             "evictable": self.evictable_pages(),
             "protected": self.protected_pages(),
             "requests": len(self.tables),
@@ -487,8 +541,7 @@ class KVCacheManager:
         holders = np.zeros_like(ref)
         for page, c in self.tables.holds().items():
             holders[page] += c
-        for page in self._cache_pages:
-            holders[page] += 1
+        holders += self._cached
         bad = np.nonzero(ref != holders)[0]
         if bad.size:
             p = int(bad[0])
@@ -498,14 +551,16 @@ class KVCacheManager:
         if free != zero:
             raise AssertionError(f"free list {sorted(free)} != refcount-0 pages {sorted(zero)}")
         total = int(self.prefix_cache.total_size())
-        if total != len(self._cache_pages) * self.page_size:
+        if self._num_cached != int(self._cached.sum()):
+            raise AssertionError(f"cached page count {self._num_cached} is out of date")
+        if total != self._num_cached * self.page_size:
             raise AssertionError(
-                f"cache holds {total} tokens but the manager counts {len(self._cache_pages)} pages"
+                f"cache holds {total} tokens but the manager counts {self._num_cached} pages"
             )
         ev, pr = int(self.prefix_cache.evictable_size()), int(self.prefix_cache.protected_size())
         if ev + pr != total:
             raise AssertionError(f"evictable {ev} + protected {pr} != total {total}")
-        only_cache = sum(1 for p in self._cache_pages if ref[p] == 1)
+        only_cache = int((ref[self._cached] == 1).sum())
         if only_cache != ev // self.page_size:
             raise AssertionError(
                 f"{only_cache} cached pages are held by the cache alone but {ev // self.page_size}"

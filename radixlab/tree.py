@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -88,6 +88,16 @@ class MatchResult:
 
     def __len__(self) -> int:
         return len(self.slots)
+
+
+class PrefixPeek(NamedTuple):
+    """What `peek_prefix` sees: the cached length (whole pages), the node holding the last
+    matched token (the root when nothing matched; the match may end inside its edge) and that
+    token's slot (-1 when nothing matched)."""
+
+    length: int
+    node: Any
+    last_slot: int
 
 
 class RadixTree:
@@ -239,6 +249,24 @@ class RadixTree:
         self._last["node"] = node
         slots = np.concatenate(values) if values else _EMPTY
         return MatchResult(slots, node)
+
+    def peek_prefix(self, tokens: Sequence[int] | np.ndarray,
+                    namespace: Hashable = None) -> PrefixPeek:
+        """The longest cached prefix like `match_prefix`, changing nothing (no split, no access
+        time, no clock tick): what a scheduler reads about requests it may not admit yet."""
+        key = validate.token_ids(tokens)
+        self._check_namespace(namespace)
+        n = len(key) - len(key) % self.page_size
+        node, pos, last = self.root, 0, -1
+        while pos < n:
+            child = node.children.get(self._child_key(key[pos:n], node is self.root, namespace))
+            if child is None:
+                break
+            m = self._prefix_len(child.key, key[pos:n])
+            node, pos, last = child, pos + m, int(child.value[m - 1])
+            if m < len(child.key):
+                break
+        return PrefixPeek(pos, node, last)
 
     def insert(self, tokens: Sequence[int] | np.ndarray, slots: Sequence[int] | np.ndarray,
                namespace: Hashable = None) -> int:

@@ -30,7 +30,7 @@ PKG = Path(__file__).resolve().parents[1] / "radixlab"
 
 CONTROL_PLANE = ["tree", "hashcache", "memory", "router", "policy", "optimal", "workloads",
                  "fleet", "benchmark", "registry", "validate", "batch", "cost_model", "eviction",
-                 "metrics"]
+                 "metrics", "waiting"]
 
 
 def _module_imports(path: Path) -> set[str]:
