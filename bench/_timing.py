@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,13 +23,13 @@ from typing import Any
 
 
 def pin_threads(n: int = 1) -> str:
-    """Pin torch (if importable) and the BLAS/OpenMP pools to n threads; a line saying so."""
+    """Pin torch (when the bench uses it) and the BLAS/OpenMP pools to n threads; a line
+    saying so."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
-    try:
-        import torch
-    except ImportError:
-        return f"threads: {n} (pinned; torch not installed)"
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return f"threads: {n} (pinned; no torch in this bench), {os.cpu_count()} cores visible"
     torch.set_num_threads(n)
     return f"threads: torch {torch.get_num_threads()} (pinned), {os.cpu_count()} cores visible"
 

@@ -73,6 +73,10 @@ class PageAllocator:
         n = validate.count(n, "n")
         if n > len(self._free):
             raise OutOfPagesError(n, len(self._free))
+        if n == 1:
+            page = heapq.heappop(self._free)
+            self._ref[page] = 1
+            return np.array([page], dtype=np.int64)
         pages = np.array([heapq.heappop(self._free) for _ in range(n)], dtype=np.int64)
         self._ref[pages] = 1
         return pages
@@ -80,30 +84,35 @@ class PageAllocator:
     def share(self, pages: Iterable[int]) -> None:
         """Add one holder to each page; every page must already be held (not free)."""
         arr = as_pages(pages, self.num_pages)
-        free = arr[self._ref[arr] == 0]
+        held = self._ref[arr]
+        free = arr[held == 0]
         if free.size:
             raise ValueError(f"cannot share page {int(free[0])}: it is free")
-        np.add.at(self._ref, arr, 1)
+        if _distinct(arr):
+            self._ref[arr] = held + 1
+        else:
+            np.add.at(self._ref, arr, 1)
 
     def release(self, pages: Iterable[int]) -> np.ndarray:
         """Drop one holder per listed page; pages reaching 0 go back on the free list (returned)."""
         arr = as_pages(pages, self.num_pages)
-        if arr.size <= 1:
-            uniq, counts = arr, np.ones(arr.size, dtype=np.int64)
+        if _distinct(arr):
+            uniq, counts = arr, np.ones(1, dtype=np.int64)
         else:
             uniq, counts = np.unique(arr, return_counts=True)
         held = self._ref[uniq]
         bad = np.flatnonzero(held < counts)
         if bad.size:
-            page, c, ref = int(uniq[bad[0]]), int(counts[bad[0]]), int(held[bad[0]])
+            c = int(counts[bad[0]] if counts.size > 1 else counts[0])
+            page, ref = int(uniq[bad[0]]), int(held[bad[0]])
             if ref == 0:
                 raise ValueError(f"double free: page {page} is already free")
             raise ValueError(
                 f"double free: page {page} released {c} times but has refcount {ref}")
         left = held - counts
         self._ref[uniq] = left
-        freed = uniq[left == 0]
-        if freed.size > 64:
+        freed = np.sort(uniq[left == 0])
+        if freed.size > 64 and 8 * freed.size > len(self._free):
             self._free.extend(freed.tolist())
             heapq.heapify(self._free)
         else:
@@ -112,16 +121,31 @@ class PageAllocator:
         return freed
 
 
+def _distinct(arr: np.ndarray) -> bool:
+    """Whether no page id repeats (then fancy-indexed updates need no np.add.at)."""
+    if arr.size <= 1:
+        return True
+    if arr.size <= 64:
+        return len(set(arr.tolist())) == arr.size
+    s = np.sort(arr)
+    return not bool((s[1:] == s[:-1]).any())
+
+
 def pages_to_slots(pages: Sequence[int], page_size: int, length: int | None = None) -> np.ndarray:
     """Slots of the given pages in order (page * page_size + offset), cut to `length` tokens."""
-    pages = np.asarray(pages, dtype=np.int64)
-    slots = (pages[:, None] * page_size + np.arange(page_size, dtype=np.int64)).reshape(-1)
+    if page_size == 1:
+        slots = np.array(pages, dtype=np.int64).reshape(-1)
+    else:
+        pages = np.asarray(pages, dtype=np.int64)
+        slots = (pages[:, None] * page_size + np.arange(page_size, dtype=np.int64)).reshape(-1)
     return slots if length is None else slots[:length]
 
 
 def slots_to_pages(slots: np.ndarray, page_size: int) -> np.ndarray:
     """The page of each page-aligned run of slots (validates alignment and contiguity)."""
     slots = np.asarray(slots, dtype=np.int64)
+    if page_size == 1:
+        return slots.reshape(-1).copy()
     if slots.size % page_size:
         raise ValueError(f"{slots.size} slots are not a whole number of pages of {page_size}")
     runs = slots.reshape(-1, page_size)
@@ -143,6 +167,7 @@ class BlockTables:
         self.page_size = validate.positive_int(page_size, "page_size")
         self._pages: dict[Hashable, list[int]] = {}
         self._len: dict[Hashable, int] = {}
+        self._slot_buf: dict[Hashable, tuple[np.ndarray, int]] = {}  # slots of the first pages
 
     def __contains__(self, rid: Hashable) -> bool:
         return rid in self._pages
@@ -172,8 +197,30 @@ class BlockTables:
         return self._len[rid]
 
     def slots(self, rid: Hashable) -> np.ndarray:
-        """All slots of rid, positions 0..length-1 (one row of SGLang's req_to_token)."""
-        return pages_to_slots(self._get(rid), self.page_size, self._len[rid])
+        """All slots of rid, positions 0..length-1 (one row of SGLang's req_to_token), as a
+        read-only array. Kept per request and extended as it grows, so a decode step costs
+        O(new pages), not O(length)."""
+        pages = self._get(rid)
+        ps = self.page_size
+        buf, covered = self._slot_buf.get(rid, (None, 0))
+        if buf is None or covered < len(pages):
+            need = len(pages) * ps
+            if buf is None or len(buf) < need:
+                grown = np.empty(max(need, 2 * len(buf) if buf is not None else 0, 64),
+                                 dtype=np.int64)
+                if covered:
+                    grown[: covered * ps] = buf[: covered * ps]
+                buf = grown
+            buf[covered * ps : need] = pages_to_slots(pages[covered:], ps)
+            covered = len(pages)
+            self._slot_buf[rid] = (buf, covered)
+        view = buf[: self._len[rid]]
+        view.flags.writeable = False
+        return view
+
+    def _changed(self, rid: Hashable) -> None:
+        """rid's existing pages changed (not just grew): its kept slots are out of date."""
+        self._slot_buf.pop(rid, None)
 
     def req_to_token(self, rids: Sequence[Hashable], pad: int = 0) -> np.ndarray:
         """A padded int64 array [len(rids), max_len] of slots (SGLang's req_to_token rows)."""
@@ -188,7 +235,8 @@ class BlockTables:
         """Start rid's table with already-held pages (rid takes its own hold on each)."""
         if rid in self._pages:
             raise ValueError(f"request {rid!r} already has a page table")
-        pages = as_pages(list(pages), self.allocator.num_pages)
+        pages = as_pages(pages if isinstance(pages, np.ndarray) else list(pages),
+                         self.allocator.num_pages)
         length = validate.count(length, "length")
         if validate.pages_for(length, self.page_size) != len(pages):
             raise ValueError(f"length {length} does not fit {len(pages)} pages")
@@ -203,26 +251,36 @@ class BlockTables:
         length = self._len[rid]
         if n == 0:
             return 0, False
-        cow = length % self.page_size != 0 and self.allocator.refcount(pages[-1]) > 1
-        grow = validate.pages_for(length + n, self.page_size) - len(pages)
+        ps = self.page_size
+        cow = length % ps != 0 and bool(self.allocator._ref[pages[-1]] > 1)
+        grow = (length + n + ps - 1) // ps - len(pages)
         return grow + int(cow), cow
 
     def append(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Room for n more tokens: (their slots, copy-on-write copies to do before writing)."""
         needed, cow = self.plan_append(rid, n)
-        new = self.allocator.alloc(needed)  # raises OutOfPagesError before any change
+        return self._append(rid, n, needed, cow)
+
+    def _append(self, rid: Hashable, n: int, needed: int, cow: bool
+                ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """`append` with its plan already made."""
         pages = self._pages[rid]
+        start = self._len[rid]
         copies: list[tuple[int, int]] = []
+        new = self.allocator.alloc(needed) if needed else None  # OutOfPagesError: no change
         if cow:
             src, dst = pages[-1], int(new[0])
             self.allocator.release([src])
             pages[-1] = dst
             copies.append((src, dst))
             new = new[1:]
-        pages.extend(int(p) for p in new)
-        start = self._len[rid]
+            self._changed(rid)
+        if new is not None:
+            pages.extend(new.tolist())
         self._len[rid] = start + n
-        return pages_to_slots(pages, self.page_size, start + n)[start:], copies
+        first = start // self.page_size
+        off = start - first * self.page_size
+        return pages_to_slots(pages[first:], self.page_size)[off : off + n], copies
 
     def truncate(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
                  ) -> bool:
@@ -240,6 +298,7 @@ class BlockTables:
         self.allocator.release(pages[keep:])
         del pages[keep:]
         self._len[rid] = length
+        self._changed(rid)
         return restorable
 
     def fork(self, rid: Hashable, new_rid: Hashable) -> None:
@@ -260,12 +319,14 @@ class BlockTables:
         self.allocator.share([page])
         self.allocator.release([old])
         pages[index] = int(page)
+        self._changed(rid)
 
     def remove(self, rid: Hashable) -> np.ndarray:
         """Drop rid and its holds; returns the pages that became free."""
         pages = self._get(rid)
         freed = self.allocator.release(pages)
         del self._pages[rid], self._len[rid]
+        self._changed(rid)
         return freed
 
     def holds(self) -> Counter:
@@ -360,16 +421,17 @@ class KVCacheManager:
 
     def reserve(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Room for n more tokens: (new slots, copies). Evicts unlocked cache entries when short."""
-        needed = self.plan(rid, n)
-        free = self.allocator.num_free
-        if needed > free + self.evictable_pages():
-            raise OutOfPagesError(needed, free + self.evictable_pages())
-        while self.allocator.num_free < needed and self.prefix_cache.evictable_size() > 0:
-            if self._evict_pages(needed - self.allocator.num_free) == 0:
-                break
-        if self.allocator.num_free < needed:
-            raise OutOfPagesError(needed, self.allocator.num_free)
-        return self.tables.append(rid, n)
+        needed, cow = self.tables.plan_append(rid, n)
+        if needed > self.allocator.num_free:
+            free = self.allocator.num_free
+            if needed > free + self.evictable_pages():
+                raise OutOfPagesError(needed, free + self.evictable_pages())
+            while self.allocator.num_free < needed and self.prefix_cache.evictable_size() > 0:
+                if self._evict_pages(needed - self.allocator.num_free) == 0:
+                    break
+            if self.allocator.num_free < needed:
+                raise OutOfPagesError(needed, self.allocator.num_free)
+        return self.tables._append(rid, n, needed, cow)
 
     def unreserve(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
                   ) -> bool:
@@ -429,6 +491,7 @@ class KVCacheManager:
             table = self.tables._pages[rid]
             for i, page in zip(idx.tolist(), cache_pages[idx].tolist(), strict=True):
                 table[i] = page
+            self.tables._changed(rid)
             shared_elsewhere = bool((self.allocator._ref[own[idx]] > 0).any())
         if adopted.size:
             self.allocator.share(adopted)

@@ -31,8 +31,7 @@ from radixlab.memory import OutOfPagesError
 from radixlab.metrics import Metrics, RequestStats, StepStats
 from radixlab.policy import Candidate
 from radixlab.registry import resolve_policy, scheduling_policies
-from radixlab.tree import RadixTree
-from radixlab.waiting import WaitingQueue, node_paths
+from radixlab.waiting import InFlight, WaitingQueue, node_paths
 
 
 class RequestRejected(validate.InvalidInput):
@@ -260,9 +259,10 @@ class Router:
         if budget > 0 and self._queue and len(self.running) < self.max_running:
             self._admit(budget, works, copies)
 
-        prefills = [w for w in works.values() if self.requests[w.rid].prefilling]
-        decodes = [w for w in works.values() if not self.requests[w.rid].prefilling]
-        plan_copies = [c for rid in works for c in copies.get(rid, [])]
+        prefills, decodes = [], []
+        for w in works.values():
+            (prefills if self.requests[w.rid].prefilling else decodes).append(w)
+        plan_copies = [c for rid in works for c in copies.get(rid, ())]
         self._used_pages_peak = int(self.mgr.allocator.num_used)
         self._inflight = BatchPlan(self.step_no, prefills + decodes, plan_copies, len(prefills))
         return self._inflight
@@ -382,14 +382,17 @@ class Router:
             _, cp = self.mgr.reserve(req.rid, n)
         except OutOfPagesError:
             return None
-        self._step_counts["evicted"] += max(0, before - self._cache_size())
-        cp = [(int(s), int(d)) for s, d in cp]
-        copies.setdefault(req.rid, []).extend(cp)
-        toks = req.tokens[req.num_computed : req.num_computed + n]
-        done = req.num_computed + n == len(req.tokens)
+        after = self._cache_size()
+        if after < before:
+            self._step_counts["evicted"] += before - after
+        if cp:
+            cp = [(int(s), int(d)) for s, d in cp]
+            copies.setdefault(req.rid, []).extend(cp)
+        all_tokens = req.tokens
+        start = req.num_computed
         works[req.rid] = SeqWork(
-            rid=req.rid, tokens=np.array(toks), start_pos=req.num_computed,
-            slots=self.mgr.slots(req.rid), sample=done,
+            rid=req.rid, tokens=np.array(all_tokens[start : start + n]), start_pos=start,
+            slots=self.mgr.slots(req.rid), sample=start + n == len(all_tokens),
             temperature=req.temperature, top_p=req.top_p, seed=req.seed,
         )
         return cp
@@ -426,6 +429,25 @@ class Router:
     def _match(self, req: Request):
         toks = req.tokens
         return self.mgr.match(toks[: len(toks) - 1], namespace=req.namespace)
+
+    def _cached_len(self, req: Request) -> tuple[int, bool]:
+        """(req's cached prefix now, whether it is the queue's stored match): the stored
+        match when current, else a peek."""
+        n = self._queue.exact_length(req)
+        if n is not None:
+            return n, True
+        toks = req.tokens
+        if self.mgr.can_peek():
+            peek = self.mgr.peek(toks[: len(toks) - 1], namespace=req.namespace)
+            return int(peek.length), False
+        return len(self._match(req)), False
+
+    def _in_flight(self) -> InFlight | None:
+        """The prompts being prefilled now, for the in-batch prefix check (None when off)."""
+        if not self.defer_shared:
+            return None
+        peek = self.mgr.peek if self.mgr.can_peek() else None
+        return InFlight(self.defer_threshold, self.page_size, peek)
 
     def _promise(self, req: Request) -> int:
         """Pages a running prefill will still need after this step's reservations."""
@@ -472,7 +494,7 @@ class Router:
     def _admit(self, budget: int, works: dict, copies: dict) -> None:
         """Admit waiting requests in the policy's order while the token budget, max_running
         and memory (free + evictable pages, less what running prefills still need) allow."""
-        inflight = _InFlight(self.defer_threshold) if self.defer_shared else None
+        inflight = self._in_flight()
         promised = 0
         for r in self.running:
             if r.prefilling:
@@ -483,10 +505,10 @@ class Router:
             for req in self._order():
                 if budget <= 0 or len(self.running) >= self.max_running:
                     break
+                if inflight is not None and inflight.shares(req, *self._cached_len(req)):
+                    continue                 # its prefix is being computed: find it cached next step
                 m = self._match(req)
                 hit = len(m)
-                if inflight is not None and inflight.shares(req, hit):
-                    continue                 # its prefix is being computed: find it cached next step
                 self.mgr.admit(req.rid, m)
                 need = self._pages_for(len(req.tokens) + 1) - hit // self.page_size
                 if self.mgr.available_pages() < need + promised:
@@ -529,24 +551,6 @@ class Router:
             stats.recomputed_tokens += len(req.tokens) - hit
         self._step_counts["admitted"] += 1
         return True
-
-
-class _InFlight:
-    """Prompts being prefilled now (SGLang's in-batch prefix check): a waiting request that
-    shares `threshold` or more uncached tokens with one of them waits a step, to find that
-    prefix in the cache instead of computing it a second time."""
-
-    def __init__(self, threshold: int) -> None:
-        self.tree = RadixTree(page_size=1)
-        self.threshold = threshold
-
-    def add(self, req: Request) -> None:
-        toks = req.tokens
-        self.tree.insert(toks, np.zeros(len(toks), dtype=np.int64), namespace=req.namespace)
-
-    def shares(self, req: Request, cached: int) -> bool:
-        m = self.tree.peek_prefix(req.tokens, namespace=req.namespace)
-        return m.length - cached >= self.threshold
 
 
 def run_trace(

@@ -138,6 +138,21 @@ class RadixTree:
         page = int(key[0]) if self.page_size == 1 else tuple(key[: self.page_size].tolist())
         return (namespace, page) if at_root else page
 
+    def _child_key_at(self, key: np.ndarray, pos: int, at_root: bool, namespace: Hashable
+                      ) -> Any:
+        """`_child_key` of key[pos:] without slicing the whole rest."""
+        ps = self.page_size
+        page = int(key[pos]) if ps == 1 else tuple(key[pos : pos + ps].tolist())
+        return (namespace, page) if at_root else page
+
+    def _common(self, child: TreeNode, key: np.ndarray, kb: bytes, pos: int, end: int) -> int:
+        """Tokens (whole pages) child's edge shares with key[pos:end]; `kb` is key's bytes.
+        A whole-edge match (every edge of a path but the last) is one bytes comparison."""
+        n = len(child.key)
+        if end - pos >= n and kb[8 * pos : 8 * (pos + n)] == child.key.tobytes():
+            return n
+        return self._prefix_len(child.key, key[pos:end])
+
     def _key_in_parent(self, node: TreeNode) -> Any:
         return self._child_key(node.key, node.parent is self.root, node.namespace)
 
@@ -228,17 +243,18 @@ class RadixTree:
         self._check_namespace(namespace)
         self._begin("match")
         self.clock += 1
-        key = key[: len(key) - len(key) % self.page_size]
+        n = len(key) - len(key) % self.page_size
+        kb = key.tobytes()
         node = self.root
         node.last_access = self.clock
         values = []
         pos = 0
-        while pos < len(key):
-            child = node.children.get(self._child_key(key[pos:], node is self.root, namespace))
+        while pos < n:
+            child = node.children.get(self._child_key_at(key, pos, node is self.root, namespace))
             if child is None:
                 break
             self._touch(child)
-            m = self._prefix_len(child.key, key[pos:])
+            m = self._common(child, key, kb, pos, n)
             if m < len(child.key):
                 node = self._split(child, m)
                 values.append(node.value)
@@ -257,12 +273,13 @@ class RadixTree:
         key = validate.token_ids(tokens)
         self._check_namespace(namespace)
         n = len(key) - len(key) % self.page_size
+        kb = key.tobytes()
         node, pos, last = self.root, 0, -1
         while pos < n:
-            child = node.children.get(self._child_key(key[pos:n], node is self.root, namespace))
+            child = node.children.get(self._child_key_at(key, pos, node is self.root, namespace))
             if child is None:
                 break
-            m = self._prefix_len(child.key, key[pos:n])
+            m = self._common(child, key, kb, pos, n)
             node, pos, last = child, pos + m, int(child.value[m - 1])
             if m < len(child.key):
                 break
@@ -286,14 +303,15 @@ class RadixTree:
         self._begin("insert")
         self.clock += 1
         n = len(key) - len(key) % self.page_size
+        kb = key.tobytes()
         node = self.root
         node.last_access = self.clock
         pos = 0
         while pos < n:
-            child = node.children.get(self._child_key(key[pos:n], node is self.root, namespace))
+            child = node.children.get(self._child_key_at(key, pos, node is self.root, namespace))
             if child is None:
                 break
-            m = self._prefix_len(child.key, key[pos:n])
+            m = self._common(child, key, kb, pos, n)
             pos += m
             if m < len(child.key):
                 self._touch(child)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from radixlab.policy import Candidate
+from radixlab.tree import RadixTree
 
 
 class _Entry:
@@ -105,9 +106,11 @@ class WaitingQueue:
         return f"WaitingQueue({[e.req.rid for e in self._entries.values()]})"
 
     def append(self, req: Any) -> None:
-        """Queue req at the back."""
+        """Queue req at the back (and match it: a request is matched when it starts waiting,
+        so a burst of arrivals costs its matches there, not in the next step)."""
         self._add(_Entry(req, self._next_pos))
         self._next_pos += 1
+        self.refresh()
 
     def position(self, req: Any) -> int:
         """req's place in the queue order (give it to `restore_at` to put it back there)."""
@@ -182,8 +185,11 @@ class WaitingQueue:
             if rids:
                 self._dirty.update(rids)
 
-    def prefix_len(self, req: Any) -> int:
-        """req's stored cached-prefix length (call `refresh` first)."""
+    def exact_length(self, req: Any) -> int | None:
+        """req's cached-prefix length if the stored one is current (no cache change since
+        touched it), else None."""
+        if not self.track or req.rid in self._dirty:
+            return None
         return self._entries[req.rid].length
 
     def candidates(self, with_paths: bool = False) -> list[Candidate]:
@@ -301,3 +307,39 @@ def _tree_chain(node: Any, length: int) -> list[tuple[Any, int, int]]:
         chain.append((n, end, min(end, length)))
         depth = end
     return chain
+
+
+class InFlight:
+    """Prompts being prefilled now (SGLang's in-batch prefix check): a waiting request that
+    shares `threshold` or more uncached tokens with one of them waits a step, to find that
+    prefix in the cache instead of computing it a second time.
+
+    For a request whose cached length is current the check is one set lookup: when threshold >
+    page_size, a request r that shares enough with an in-flight prompt P has cached exactly as
+    much as P has (a page more of P in the cache would be a page more of r), so r shares
+    enough with P iff r and P agree on their first (cached + threshold) tokens: the set holds
+    those prefixes of the in-flight prompts (exact bytes, not hashes)."""
+
+    def __init__(self, threshold: int, page_size: int = 1, peek: Callable | None = None) -> None:
+        self.tree = RadixTree(page_size=1)
+        self.threshold = threshold
+        self._peek = peek if threshold > page_size else None
+        self._keys: set[tuple[Any, bytes]] = set()
+
+    def add(self, req: Any) -> None:
+        toks = req.tokens
+        self.tree.insert(toks, np.zeros(len(toks), dtype=np.int64), namespace=req.namespace)
+        if self._peek is not None:
+            cached = int(self._peek(toks, namespace=req.namespace).length)
+            if len(toks) >= cached + self.threshold:
+                self._keys.add((req.namespace, toks[: cached + self.threshold].tobytes()))
+
+    def shares(self, req: Any, cached: int, current: bool = False) -> bool:
+        """Whether req shares >= threshold tokens beyond its `cached` prefix with a prompt in
+        flight; `current`: `cached` is the queue's stored match (the hash filter applies)."""
+        toks = req.tokens
+        if current and self._peek is not None:
+            end = cached + self.threshold
+            return len(toks) >= end and (req.namespace, toks[:end].tobytes()) in self._keys
+        m = self.tree.peek_prefix(toks, namespace=req.namespace)
+        return m.length - cached >= self.threshold
