@@ -42,32 +42,46 @@ class Timing:
     rounds: int
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    extras: dict[str, list[float]] = field(default_factory=dict)   # per round, per measurement
     result: Any = None            # what the last call returned
 
     def median(self, clock: str = "cpu") -> float:
-        return statistics.median(getattr(self, clock))
+        return statistics.median(self._series(clock))
+
+    def _series(self, clock: str) -> list[float]:
+        return self.extras[clock] if clock in self.extras else getattr(self, clock)
 
     def describe(self, clock: str = "cpu", unit: float = 1e3, suffix: str = "ms") -> str:
-        xs = getattr(self, clock)
+        xs = self._series(clock)
         return (f"{statistics.median(xs) * unit:.2f} {suffix} "
                 f"(min {min(xs) * unit:.2f}, max {max(xs) * unit:.2f})")
 
 
-def _measure(fn: Callable[[], Any], rounds: int) -> tuple[float, float, Any]:
+Extract = Callable[[Any], dict[str, float]]
+
+
+def _measure(fn: Callable[[], Any], rounds: int, extract: Extract | None = None
+             ) -> tuple[float, float, Any, dict[str, float]]:
     gc.collect()
+    sums: dict[str, float] = {}
     w0, c0 = time.perf_counter(), time.process_time()
     out = None
     for _ in range(rounds):
         out = fn()
-    return ((time.perf_counter() - w0) / rounds, (time.process_time() - c0) / rounds, out)
+        if extract is not None:
+            for k, v in extract(out).items():
+                sums[k] = sums.get(k, 0.0) + v
+    wall, cpu = (time.perf_counter() - w0) / rounds, (time.process_time() - c0) / rounds
+    return wall, cpu, out, {k: v / rounds for k, v in sums.items()}
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, min_s: float = 1.0,
-                warmup: int = 1) -> dict[str, Timing]:
+                warmup: int = 1, extract: Extract | None = None) -> dict[str, Timing]:
     """Time each zero-argument workload `repeats` times, interleaved (A B A B ...).
 
     One measurement runs a workload `rounds` times, rounds chosen from a warm-up call so that
-    it lasts >= min_s seconds; times are per round."""
+    it lasts >= min_s seconds; times are per round. `extract(result)` may name more numbers
+    per round (e.g. time inside the executor), averaged per measurement into `extras`."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     out = {}
@@ -80,15 +94,18 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, min_s: floa
     for _ in range(repeats):
         for name, fn in fns.items():
             t = out[name]
-            wall, cpu, t.result = _measure(fn, t.rounds)
+            wall, cpu, t.result, extra = _measure(fn, t.rounds, extract)
             t.wall.append(wall)
             t.cpu.append(cpu)
+            for k, v in extra.items():
+                t.extras.setdefault(k, []).append(v)
     return out
 
 
 def ratio(num: Timing, den: Timing, clock: str = "cpu") -> tuple[float, float, float]:
-    """(median, min, max) over repeats of num/den, pairing measurements made side by side."""
-    rs = [a / b for a, b in zip(getattr(num, clock), getattr(den, clock), strict=True)]
+    """(median, min, max) over repeats of num/den, pairing measurements made side by side
+    (`clock`: "cpu", "wall" or the name of an extra)."""
+    rs = [a / b for a, b in zip(num._series(clock), den._series(clock), strict=True)]
     return statistics.median(rs), min(rs), max(rs)
 
 

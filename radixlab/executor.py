@@ -50,7 +50,8 @@ class ModelExecutor:
     chunks and decodes alike) go through the layers together; a token is sampled for each item
     with `sample=True`. `keep_logits` records the logits each sampled token came from.
     `sample_keys` may map a rid to the key its draws are seeded with instead of the rid (the
-    engine uses the prompt's index, so a call can be repeated with the same seed).
+    engine uses the prompt's index, so a call can be repeated with the same seed). `cpu_s`
+    adds up this process's CPU time inside `execute` (benches split the time outside it).
     """
 
     def __init__(self, model: PagedModel, keep_logits: bool = False) -> None:
@@ -58,12 +59,19 @@ class ModelExecutor:
         self.keep_logits = keep_logits
         self.logits: dict[int, list[torch.Tensor]] = {}
         self.sample_keys: dict[int, int] = {}
+        self.cpu_s = 0.0
 
     def execute(self, plan: BatchPlan) -> StepResult:
         """Copy pages, run the batch, sample."""
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            return self._execute(plan, start)
+        finally:
+            self.cpu_s += time.process_time() - cpu
+
+    def _execute(self, plan: BatchPlan, start: float) -> StepResult:
         from radixlab.model import SeqInput
 
-        start = time.perf_counter()
         if plan.copies:
             src, dst = zip(*plan.copies, strict=True)
             self.model.pool.copy_pages(list(src), list(dst))

@@ -267,6 +267,8 @@ class HashPrefixCache:
 class NoPrefixCache:
     """The cache turned off: nothing is ever matched or stored."""
 
+    stores_prefixes = False     # the router then never defers a request for a shared prefix
+
     def __init__(self, page_size: int = 1) -> None:
         if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
             raise ValueError(f"page_size must be an integer, got {page_size!r}")

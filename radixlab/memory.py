@@ -83,7 +83,10 @@ class PageAllocator:
 
     def share(self, pages: Iterable[int]) -> None:
         """Add one holder to each page; every page must already be held (not free)."""
-        arr = as_pages(pages, self.num_pages)
+        self._share(as_pages(pages, self.num_pages))
+
+    def _share(self, arr: np.ndarray) -> None:
+        """`share` of page ids already known to be in range (an int64 array)."""
         held = self._ref[arr]
         free = arr[held == 0]
         if free.size:
@@ -95,7 +98,10 @@ class PageAllocator:
 
     def release(self, pages: Iterable[int]) -> np.ndarray:
         """Drop one holder per listed page; pages reaching 0 go back on the free list (returned)."""
-        arr = as_pages(pages, self.num_pages)
+        return self._release(as_pages(pages, self.num_pages))
+
+    def _release(self, arr: np.ndarray) -> np.ndarray:
+        """`release` of page ids already known to be in range (an int64 array)."""
         if _distinct(arr):
             uniq, counts = arr, np.ones(1, dtype=np.int64)
         else:
@@ -240,7 +246,7 @@ class BlockTables:
         length = validate.count(length, "length")
         if validate.pages_for(length, self.page_size) != len(pages):
             raise ValueError(f"length {length} does not fit {len(pages)} pages")
-        self.allocator.share(pages)
+        self.allocator._share(pages)
         self._pages[rid] = pages.tolist()
         self._len[rid] = length
 
@@ -324,7 +330,7 @@ class BlockTables:
     def remove(self, rid: Hashable) -> np.ndarray:
         """Drop rid and its holds; returns the pages that became free."""
         pages = self._get(rid)
-        freed = self.allocator.release(pages)
+        freed = self.allocator._release(np.array(pages, dtype=np.int64))
         del self._pages[rid], self._len[rid]
         self._changed(rid)
         return freed
@@ -377,6 +383,7 @@ class KVCacheManager:
         self._cached = np.zeros(allocator.num_pages, dtype=bool)   # pages the cache holds
         self._num_cached = 0
         self.listeners: list[CacheListener] = []
+        self._last_cached: dict[Hashable, tuple[np.ndarray, Any, Hashable]] = {}
 
     def _set_cached(self, pages: np.ndarray, value: bool) -> None:
         self._cached[pages] = value
@@ -469,13 +476,44 @@ class KVCacheManager:
         if full == 0:
             return 0
         key = tokens[:full]
+        if self._recache(rid, key, namespace):
+            return full
         own = np.array(self.tables._pages[rid][: full // self.page_size], dtype=np.int64)
-        before = self.prefix_cache.insert(key, pages_to_slots(own, self.page_size),
-                                          namespace=namespace)
+        own_slots = pages_to_slots(own, self.page_size)
+        insert_match = getattr(self.prefix_cache, "insert_match", None)
+        if insert_match is not None:    # one walk instead of two (RadixTree)
+            before, m = insert_match(key, own_slots, namespace=namespace)
+        else:
+            before = self.prefix_cache.insert(key, own_slots, namespace=namespace)
+            m = self.prefix_cache.match_prefix(key, namespace=namespace)
         if before < full:
             for listener in self.listeners:
                 listener.cache_grew(key, before, namespace)
-        m = self.prefix_cache.match_prefix(key, namespace=namespace)
+        if len(m) == full and np.array_equal(m.slots, own_slots):
+            cache_pages = own       # the common case: rid's pages are the cache's
+            shared_elsewhere = self._adopt(own[before // self.page_size :])
+        else:
+            cache_pages, shared_elsewhere = self._dedup(rid, own, m)
+        self._relock(rid, m.node, len(m))
+        if len(m) == full:
+            self._last_cached[rid] = (key.copy(), m.node, namespace)
+        if shared_elsewhere:  # only forks can hold such pages; skip the scan in the common case
+            self._adopt_siblings(rid, own, cache_pages, key, namespace)
+        return len(m)
+
+    def _adopt(self, pages: np.ndarray) -> bool:
+        """The cache now holds these pages of a request too; whether a third holder (a fork)
+        holds one."""
+        if not pages.size:
+            return False
+        self.allocator._share(pages)
+        self._set_cached(pages, True)
+        return bool((self.allocator._ref[pages] > 2).any())
+
+    def _dedup(self, rid: Hashable, own: np.ndarray, m: Any) -> tuple[np.ndarray, bool]:
+        """Point rid's table at the cache's pages where the cache already had a copy (another
+        request computed the same tokens first) and adopt the rest; (the cache's pages, whether
+        another request holds a page whose owner changed)."""
         cache_pages = slots_to_pages(np.asarray(m.slots, dtype=np.int64), self.page_size)
         own = own[: len(cache_pages)]
         mine = cache_pages == own
@@ -483,7 +521,7 @@ class KVCacheManager:
         if not self._cached[cache_pages[theirs]].all():
             raise AssertionError("the cache returned a page it was never given")
         adopted = own[mine & ~self._cached[cache_pages]]   # rid's pages the cache now holds
-        shared_elsewhere = False  # does another request hold a page whose owner just changed?
+        shared_elsewhere = False
         if theirs.any():
             idx = np.flatnonzero(theirs)
             self.allocator.share(cache_pages[idx])
@@ -493,14 +531,20 @@ class KVCacheManager:
                 table[i] = page
             self.tables._changed(rid)
             shared_elsewhere = bool((self.allocator._ref[own[idx]] > 0).any())
-        if adopted.size:
-            self.allocator.share(adopted)
-            self._set_cached(adopted, True)
-            shared_elsewhere |= bool((self.allocator._ref[adopted] > 2).any())  # rid+cache+more
-        self._relock(rid, m.node, len(m))
-        if shared_elsewhere:  # only forks can hold such pages; skip the scan in the common case
-            self._adopt_siblings(rid, own, cache_pages, key, namespace)
-        return len(m)
+        return cache_pages, self._adopt(adopted) | shared_elsewhere
+
+    def _recache(self, rid: Hashable, key: np.ndarray, namespace: Hashable) -> bool:
+        """Caching again exactly what rid cached last (a request finishing right after its
+        prefill): rid's pages already are the cache's, so only the cache's own bookkeeping of
+        an insert + match is replayed (`RadixTree.reinsert`), without walking the key."""
+        last = self._last_cached.get(rid)
+        reinsert = getattr(self.prefix_cache, "reinsert", None)
+        if (last is None or reinsert is None or last[1] is not self._lock[rid][0]
+                or last[2] != namespace or len(last[0]) != len(key)
+                or not np.array_equal(last[0], key)):
+            return False
+        reinsert(last[1])
+        return True
 
     def _relock(self, rid: Hashable, node: Any, length: int) -> None:
         self.prefix_cache.inc_lock_ref(node)
@@ -538,6 +582,7 @@ class KVCacheManager:
         if tokens is not None:
             self.cache(rid, tokens, namespace)
         self.prefix_cache.dec_lock_ref(self._lock.pop(rid)[0])
+        self._last_cached.pop(rid, None)
         return self.tables.remove(rid)
 
     # -- cache ----------------------------------------------------------------------------
@@ -553,7 +598,7 @@ class KVCacheManager:
         freed = self.prefix_cache.evict(num_pages * self.page_size)
         freed_slots = np.asarray(freed, dtype=np.int64)
         pages = np.unique(freed_slots // self.page_size)
-        self.allocator.release(pages)
+        self.allocator._release(pages)
         self._set_cached(pages, False)
         if pages.size:
             for listener in self.listeners:

@@ -105,8 +105,9 @@ class Router:
             vocab_size, "vocab_size")
         self.policy, self.needs_match = resolve_policy(policy)
         self.policy_name = scheduling_policies.label(policy)
-        self.defer_shared = self.needs_match if defer_shared is None else validate.flag(
-            defer_shared, "defer_shared")
+        stores = getattr(manager.prefix_cache, "stores_prefixes", True)
+        self.defer_shared = self.needs_match and stores if defer_shared is None else \
+            validate.flag(defer_shared, "defer_shared")
         self.defer_threshold = validate.positive_int(defer_threshold, "defer_threshold")
         self.rng = np.random.default_rng(validate.count(seed, "seed"))
         self.eos_id = eos_id
@@ -520,7 +521,7 @@ class Router:
                 budget -= n
                 promised += self._promise(req)
                 if inflight is not None:
-                    inflight.add(req)
+                    inflight.add(req, hit)
         finally:
             self._queue.restore()
 

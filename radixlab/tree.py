@@ -300,6 +300,51 @@ class RadixTree:
             raise validate.InvalidInput(
                 f"slots has length {len(value)} but tokens has length {len(key)}; they must match")
         self._check_namespace(namespace)
+        return self._insert(key, value, namespace)[0]
+
+    def insert_match(self, tokens: Sequence[int] | np.ndarray, slots: Sequence[int] | np.ndarray,
+                     namespace: Hashable = None) -> tuple[int, MatchResult]:
+        """`insert` then `match_prefix` of the inserted whole pages, in one walk: (tokens that
+        were cached before, the match). Same tree state, clock and `last_op` as the two calls
+        (the match touches the path at the next clock tick and ends exactly at the inserted
+        key's last node, so it never splits)."""
+        key = validate.token_ids(tokens)
+        if len(key) == 0:
+            raise validate.InvalidInput("cannot insert an empty key (tokens has length 0)")
+        value = validate.token_ids(slots, "slots")
+        if len(value) != len(key):
+            raise validate.InvalidInput(
+                f"slots has length {len(value)} but tokens has length {len(key)}; they must match")
+        self._check_namespace(namespace)
+        before, node, path = self._insert(key, value, namespace)
+        self._begin("match")
+        self.clock += 1
+        self.root.last_access = self.clock
+        for cur in path:
+            self._touch(cur)
+        self._last["node"] = node
+        slots_out = np.concatenate([cur.value for cur in path]) if path else _EMPTY
+        return before, MatchResult(slots_out, node)
+
+    def reinsert(self, node: TreeNode) -> None:
+        """What `insert_match` of the key ending at `node` does when that key is cached
+        already, without walking it: an insert's hit and touch on every node of the path, then
+        a match's touch at the next clock tick (for the manager's "cache the same tokens
+        again" step)."""
+        path = self._path_of(node)[::-1]
+        for op in ("insert", "match"):
+            self._begin(op)
+            self.clock += 1
+            self.root.last_access = self.clock
+            for cur in path:
+                if op == "insert":
+                    cur.hit_count += 1
+                self._touch(cur)
+            self._last["node"] = node
+
+    def _insert(self, key: np.ndarray, value: np.ndarray, namespace: Hashable
+                ) -> tuple[int, TreeNode, list[TreeNode]]:
+        """`insert` on checked input: (tokens cached before, last node, the path's nodes)."""
         self._begin("insert")
         self.clock += 1
         n = len(key) - len(key) % self.page_size
@@ -307,6 +352,7 @@ class RadixTree:
         node = self.root
         node.last_access = self.clock
         pos = 0
+        path = []
         while pos < n:
             child = node.children.get(self._child_key_at(key, pos, node is self.root, namespace))
             if child is None:
@@ -321,6 +367,7 @@ class RadixTree:
                 child.hit_count += 1
                 self._touch(child)
                 node = child
+            path.append(node)
         if pos < n:
             leaf = self._new_node(np.array(key[pos:n]), np.array(value[pos:n]), node, namespace)
             leaf.last_access = leaf.created = self.clock
@@ -332,8 +379,9 @@ class RadixTree:
             self._last["new"].append(leaf.id)
             self._push(leaf)
             node = leaf
+            path.append(leaf)
         self._last["node"] = node
-        return pos
+        return pos, node, path
 
     def inc_lock_ref(self, node: TreeNode) -> None:
         """Protect the path root..node from eviction (one more reference on every node)."""

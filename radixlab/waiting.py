@@ -321,16 +321,33 @@ class InFlight:
     those prefixes of the in-flight prompts (exact bytes, not hashes)."""
 
     def __init__(self, threshold: int, page_size: int = 1, peek: Callable | None = None) -> None:
-        self.tree = RadixTree(page_size=1)
         self.threshold = threshold
+        self._page_size = page_size
         self._peek = peek if threshold > page_size else None
         self._keys: set[tuple[Any, bytes]] = set()
+        self._reqs: list[Any] = []
+        self._tree: RadixTree | None = None     # built on the first check the set cannot do
 
-    def add(self, req: Any) -> None:
-        toks = req.tokens
-        self.tree.insert(toks, np.zeros(len(toks), dtype=np.int64), namespace=req.namespace)
+    @property
+    def tree(self) -> RadixTree:
+        """The in-flight prompts in a page-1 tree (for checks without a current length)."""
+        if self._tree is None:
+            self._tree = RadixTree(page_size=1)
+        for req in self._reqs:
+            toks = req.tokens
+            self._tree.insert(toks, np.zeros(len(toks), dtype=np.int64), namespace=req.namespace)
+        self._reqs = []
+        return self._tree
+
+    def add(self, req: Any, cached: int | None = None) -> None:
+        """A prompt now in flight; `cached`: its match on tokens[:-1] when just admitted
+        (its cached prefix, unless its last whole page is cached too: then it is peeked)."""
+        self._reqs.append(req)
         if self._peek is not None:
-            cached = int(self._peek(toks, namespace=req.namespace).length)
+            toks = req.tokens
+            ps = self._page_size
+            if cached is None or (len(toks) % ps == 0 and cached == len(toks) - ps):
+                cached = int(self._peek(toks, namespace=req.namespace).length)
             if len(toks) >= cached + self.threshold:
                 self._keys.add((req.namespace, toks[: cached + self.threshold].tobytes()))
 
