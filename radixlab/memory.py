@@ -486,9 +486,9 @@ class KVCacheManager:
         else:
             before = self.prefix_cache.insert(key, own_slots, namespace=namespace)
             m = self.prefix_cache.match_prefix(key, namespace=namespace)
-        if before < full:
+        if before < len(m):
             for listener in self.listeners:
-                listener.cache_grew(key, before, namespace)
+                listener.cache_grew(key[: len(m)], before, namespace)
         if len(m) == full and np.array_equal(m.slots, own_slots):
             cache_pages = own       # the common case: rid's pages are the cache's
             shared_elsewhere = self._adopt(own[before // self.page_size :])

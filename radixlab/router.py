@@ -105,7 +105,8 @@ class Router:
             vocab_size, "vocab_size")
         self.policy, self.needs_match = resolve_policy(policy)
         self.policy_name = scheduling_policies.label(policy)
-        stores = getattr(manager.prefix_cache, "stores_prefixes", True)
+        stores = bool(getattr(manager.prefix_cache, "stores_prefixes", True))
+        self._matches_known = not self.needs_match or not stores   # all zero, or not needed
         self.defer_shared = self.needs_match and stores if defer_shared is None else \
             validate.flag(defer_shared, "defer_shared")
         self.defer_threshold = validate.positive_int(defer_threshold, "defer_threshold")
@@ -116,9 +117,9 @@ class Router:
         self.num_pages = int(manager.allocator.num_pages)
         self.incremental_match = validate.flag(incremental_match, "incremental_match")
         self.requests: dict[int, Request] = {}
-        track = self.needs_match and manager.can_peek() and incremental_match
+        track = not self._matches_known and manager.can_peek() and incremental_match
         sort_key = getattr(self.policy, "sort_key", None)
-        if not incremental_match or (self.needs_match and not track):
+        if not incremental_match or not (track or self._matches_known):
             sort_key = None
         self._queue = WaitingQueue(manager, track_matches=track, sort_key=sort_key)
         self.running: list[Request] = []
@@ -477,7 +478,7 @@ class Router:
             yield self.requests[cand.rid]
 
     def _candidates(self) -> list[Candidate]:
-        if not self.needs_match:
+        if self._matches_known:     # the policy ignores matches, or the cache stores nothing
             return [Candidate(r.rid, r.seq) for r in self._queue]
         if self._queue.track:
             return self._queue.candidates(with_paths=True)

@@ -185,6 +185,10 @@ class WaitingQueue:
             if rids:
                 self._dirty.update(rids)
 
+    def prefix_len(self, req: Any) -> int:
+        """req's stored cached-prefix length (current after `refresh`; 0 when not tracked)."""
+        return self._entries[req.rid].length
+
     def exact_length(self, req: Any) -> int | None:
         """req's cached-prefix length if the stored one is current (no cache change since
         touched it), else None."""
