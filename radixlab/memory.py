@@ -343,6 +343,18 @@ class BlockTables:
         return c
 
 
+def _covers(obj: Any, fast: str, plain: tuple[str, ...]) -> bool:
+    """Whether obj has method `fast`, defined in a class at least as derived as those that
+    define the `plain` methods it stands for (so a subclass that overrides a plain method,
+    to count calls or change it, is never bypassed by an inherited fast path)."""
+    mro = type(obj).__mro__
+    owner = next((c for c in mro if fast in c.__dict__), None)
+    if owner is None:
+        return False
+    return all(issubclass(owner, next((c for c in mro if name in c.__dict__), object))
+               for name in plain)
+
+
 class CacheListener(Protocol):
     """Told by `KVCacheManager` whenever the prefix cache's content changes (the router keeps
     its waiting requests' matches current this way, instead of re-matching the queue)."""
@@ -384,6 +396,9 @@ class KVCacheManager:
         self._num_cached = 0
         self.listeners: list[CacheListener] = []
         self._last_cached: dict[Hashable, tuple[np.ndarray, Any, Hashable]] = {}
+        self._peek = _covers(cache, "peek_prefix", ("match_prefix",))
+        self._insert_match = _covers(cache, "insert_match", ("insert", "match_prefix"))
+        self._reinsert = _covers(cache, "reinsert", ("insert", "match_prefix"))
 
     def _set_cached(self, pages: np.ndarray, value: bool) -> None:
         self._cached[pages] = value
@@ -395,8 +410,10 @@ class KVCacheManager:
         return self.prefix_cache.match_prefix(validate.token_ids(tokens), namespace=namespace)
 
     def can_peek(self) -> bool:
-        """Whether the cache has `peek_prefix` (a match with no side effects)."""
-        return hasattr(self.prefix_cache, "peek_prefix")
+        """Whether the cache has a `peek_prefix` (a match with no side effects) that is as
+        specific as its `match_prefix` (a subclass overriding `match_prefix` alone is not
+        peeked with its base class's rules)."""
+        return self._peek
 
     def peek(self, tokens: Iterable[int], namespace: Hashable = None) -> Any:
         """`peek_prefix` of the cache: (length, node, last_slot) of the longest cached prefix
@@ -480,9 +497,8 @@ class KVCacheManager:
             return full
         own = np.array(self.tables._pages[rid][: full // self.page_size], dtype=np.int64)
         own_slots = pages_to_slots(own, self.page_size)
-        insert_match = getattr(self.prefix_cache, "insert_match", None)
-        if insert_match is not None:    # one walk instead of two (RadixTree)
-            before, m = insert_match(key, own_slots, namespace=namespace)
+        if self._insert_match:
+            before, m = self.prefix_cache.insert_match(key, own_slots, namespace=namespace)
         else:
             before = self.prefix_cache.insert(key, own_slots, namespace=namespace)
             m = self.prefix_cache.match_prefix(key, namespace=namespace)
@@ -538,12 +554,12 @@ class KVCacheManager:
         prefill): rid's pages already are the cache's, so only the cache's own bookkeeping of
         an insert + match is replayed (`RadixTree.reinsert`), without walking the key."""
         last = self._last_cached.get(rid)
-        reinsert = getattr(self.prefix_cache, "reinsert", None)
-        if (last is None or reinsert is None or last[1] is not self._lock[rid][0]
+        if (last is None or not self._reinsert
+                or last[1] is not self._lock[rid][0]
                 or last[2] != namespace or len(last[0]) != len(key)
                 or not np.array_equal(last[0], key)):
             return False
-        reinsert(last[1])
+        self.prefix_cache.reinsert(last[1])
         return True
 
     def _relock(self, rid: Hashable, node: Any, length: int) -> None:
