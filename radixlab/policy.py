@@ -6,8 +6,8 @@ router should try to admit them. A policy that ignores the match is marked `@use
 the router does not match the queue for it. A policy that only sorts by a key per candidate says
 so with `@sorts_by(key)`: the router then keeps its queue in that order across steps (a heap,
 updated only for requests whose match changed) instead of calling the policy on the whole queue
-every step, which is what keeps lpm exact at 10,000 waiting requests. Policies are registered by name in
-`radixlab.registry.scheduling_policies`; the router also takes a callable.
+every step, which is what keeps lpm exact at 10,000 waiting requests. Policies are registered
+by name in `radixlab.registry.scheduling_policies`; the router also takes a callable.
 """
 
 from __future__ import annotations

@@ -508,7 +508,7 @@ class Router:
                 if budget <= 0 or len(self.running) >= self.max_running:
                     break
                 if inflight is not None and inflight.shares(req, *self._cached_len(req)):
-                    continue                 # its prefix is being computed: find it cached next step
+                    continue                 # its prefix is being computed: cached next step
                 m = self._match(req)
                 hit = len(m)
                 self.mgr.admit(req.rid, m)
