@@ -41,20 +41,25 @@ def as_pages(pages: Iterable[int] | int, num_pages: int, name: str = "pages") ->
 
 
 class PageAllocator:
-    """Free list (lowest page first) plus one refcount per page: alloc, share, release."""
+    """Free list (lowest page first) plus one refcount per page: alloc, share, release.
+
+    The free pages are a heap of released pages plus the never-used range [`_fresh`,
+    num_pages): every released page is below `_fresh`, so lowest-first takes the heap first
+    and then a slice of the range (no per-page work for a fresh pool)."""
 
     def __init__(self, num_pages: int) -> None:
         self.num_pages = validate.positive_int(num_pages, "num_pages")
         self._ref = np.zeros(self.num_pages, dtype=np.int64)
-        self._free = list(range(self.num_pages))
+        self._free: list[int] = []        # released pages, a heap
+        self._fresh = 0                   # pages >= this were never handed out
 
     @property
     def num_free(self) -> int:
-        return len(self._free)
+        return len(self._free) + self.num_pages - self._fresh
 
     @property
     def num_used(self) -> int:
-        return self.num_pages - len(self._free)
+        return self.num_pages - self.num_free
 
     def refcount(self, page: int) -> int:
         """How many holders the page has (0 = free)."""
@@ -66,18 +71,24 @@ class PageAllocator:
 
     def free_pages(self) -> np.ndarray:
         """The free pages, sorted."""
-        return np.array(sorted(self._free), dtype=np.int64)
+        return np.concatenate([np.array(sorted(self._free), dtype=np.int64),
+                               np.arange(self._fresh, self.num_pages, dtype=np.int64)])
 
     def alloc(self, n: int) -> np.ndarray:
         """Take n free pages (lowest ids first), each with refcount 1."""
         n = validate.count(n, "n")
-        if n > len(self._free):
-            raise OutOfPagesError(n, len(self._free))
-        if n == 1:
-            page = heapq.heappop(self._free)
+        if n > self.num_free:
+            raise OutOfPagesError(n, self.num_free)
+        free = self._free
+        if n == 1 and free:
+            page = heapq.heappop(free)
             self._ref[page] = 1
             return np.array([page], dtype=np.int64)
-        pages = np.array([heapq.heappop(self._free) for _ in range(n)], dtype=np.int64)
+        k = min(n, len(free))
+        reused = [heapq.heappop(free) for _ in range(k)]
+        fresh = np.arange(self._fresh, self._fresh + n - k, dtype=np.int64)
+        self._fresh += n - k
+        pages = np.concatenate([np.array(reused, dtype=np.int64), fresh]) if k else fresh
         self._ref[pages] = 1
         return pages
 
@@ -118,7 +129,7 @@ class PageAllocator:
         left = held - counts
         self._ref[uniq] = left
         freed = np.sort(uniq[left == 0])
-        if freed.size > 64 and 8 * freed.size > len(self._free):
+        if freed.size > 64 and 8 * freed.size > len(self._free) + 64:
             self._free.extend(freed.tolist())
             heapq.heapify(self._free)
         else:
