@@ -410,6 +410,7 @@ class KVCacheManager:
         self._peek = _covers(cache, "peek_prefix", ("match_prefix",))
         self._insert_match = _covers(cache, "insert_match", ("insert", "match_prefix"))
         self._reinsert = _covers(cache, "reinsert", ("insert", "match_prefix"))
+        self._stores = bool(getattr(cache, "stores_prefixes", True))
 
     def _set_cached(self, pages: np.ndarray, value: bool) -> None:
         self._cached[pages] = value
@@ -501,7 +502,7 @@ class KVCacheManager:
         if len(tokens) > length:
             raise ValueError(f"{len(tokens)} tokens given but request {rid!r} holds {length}")
         full = len(tokens) // self.page_size * self.page_size
-        if full == 0:
+        if full == 0 or not self._stores:    # the cache off keeps nothing: nothing to do
             return 0
         key = tokens[:full]
         if self._recache(rid, key, namespace):
