@@ -106,16 +106,11 @@ class ModelExecutor:
     def execute(self, plan: BatchPlan) -> StepResult:
         """Copy pages, run the batch, sample."""
         start, cpu = time.perf_counter(), time.process_time()
-        try:
-            return self._execute(plan, start)
-        finally:
-            self.cpu_s += time.process_time() - cpu
-
-    def _execute(self, plan: BatchPlan, start: float) -> StepResult:
         if plan.copies:
             src, dst = zip(*plan.copies, strict=True)
             self.model.pool.copy_pages(list(src), list(dst))
         if not plan.work:
+            self.cpu_s += time.process_time() - cpu
             return StepResult({}, time.perf_counter() - start, 0)
         batch = flatten_work(plan.work, self.model.page_size, self.model.device)
         logits = self.model.forward(batch)
@@ -135,4 +130,5 @@ class ModelExecutor:
         if logits.is_cuda:
             torch.cuda.synchronize()
         computed = sum(len(w.tokens) for w in plan.work)
+        self.cpu_s += time.process_time() - cpu
         return StepResult(out, time.perf_counter() - start, computed)

@@ -63,6 +63,8 @@ class PageAllocator:
 
     def refcount(self, page: int) -> int:
         """How many holders the page has (0 = free)."""
+        if type(page) is int and 0 <= page < self.num_pages:   # the hot path: no array
+            return int(self._ref[page])
         return int(self._ref[as_pages([page], self.num_pages)[0]])
 
     def refcounts(self) -> np.ndarray:
@@ -94,47 +96,33 @@ class PageAllocator:
 
     def share(self, pages: Iterable[int]) -> None:
         """Add one holder to each page; every page must already be held (not free)."""
-        self._share(as_pages(pages, self.num_pages))
-
-    def _share(self, arr: np.ndarray) -> None:
-        """`share` of page ids already known to be in range (an int64 array)."""
-        held = self._ref[arr]
-        free = arr[held == 0]
+        arr = as_pages(pages, self.num_pages)
+        free = arr[self._ref[arr] == 0]
         if free.size:
             raise ValueError(f"cannot share page {int(free[0])}: it is free")
         if _distinct(arr):
-            self._ref[arr] = held + 1
+            self._ref[arr] += 1
         else:
             np.add.at(self._ref, arr, 1)
 
     def release(self, pages: Iterable[int]) -> np.ndarray:
         """Drop one holder per listed page; pages reaching 0 go back on the free list (returned)."""
-        return self._release(as_pages(pages, self.num_pages))
-
-    def _release(self, arr: np.ndarray) -> np.ndarray:
-        """`release` of page ids already known to be in range (an int64 array)."""
-        if _distinct(arr):
-            uniq, counts = arr, np.ones(1, dtype=np.int64)
+        arr = as_pages(pages, self.num_pages)
+        if _distinct(arr):              # the common case: each page once
+            uniq, counts = arr, np.ones_like(arr)
         else:
             uniq, counts = np.unique(arr, return_counts=True)
         held = self._ref[uniq]
         bad = np.flatnonzero(held < counts)
         if bad.size:
-            c = int(counts[bad[0]] if counts.size > 1 else counts[0])
-            page, ref = int(uniq[bad[0]]), int(held[bad[0]])
+            page, c, ref = int(uniq[bad[0]]), int(counts[bad[0]]), int(held[bad[0]])
             if ref == 0:
                 raise ValueError(f"double free: page {page} is already free")
-            raise ValueError(
-                f"double free: page {page} released {c} times but has refcount {ref}")
-        left = held - counts
-        self._ref[uniq] = left
-        freed = np.sort(uniq[left == 0])
-        if freed.size > 64 and 8 * freed.size > len(self._free) + 64:
-            self._free.extend(freed.tolist())
-            heapq.heapify(self._free)
-        else:
-            for page in freed.tolist():
-                heapq.heappush(self._free, page)
+            raise ValueError(f"double free: page {page} released {c} times but has refcount {ref}")
+        self._ref[uniq] = held - counts
+        freed = np.sort(uniq[held == counts])
+        for page in freed.tolist():
+            heapq.heappush(self._free, page)
         return freed
 
 
@@ -214,9 +202,9 @@ class BlockTables:
         return self._len[rid]
 
     def slots(self, rid: Hashable) -> np.ndarray:
-        """All slots of rid, positions 0..length-1 (one row of SGLang's req_to_token), as a
-        read-only array. Kept per request and extended as it grows, so a decode step costs
-        O(new pages), not O(length)."""
+        """All slots of rid, positions 0..length-1 (one row of SGLang's req_to_token): a copy
+        of an array kept per request and extended as it grows, so a decode step computes the
+        slots of its new pages only."""
         pages = self._get(rid)
         ps = self.page_size
         buf, covered = self._slot_buf.get(rid, (None, 0))
@@ -231,9 +219,7 @@ class BlockTables:
             buf[covered * ps : need] = pages_to_slots(pages[covered:], ps)
             covered = len(pages)
             self._slot_buf[rid] = (buf, covered)
-        view = buf[: self._len[rid]]
-        view.flags.writeable = False
-        return view
+        return buf[: self._len[rid]].copy()
 
     def _changed(self, rid: Hashable) -> None:
         """rid's existing pages changed (not just grew): its kept slots are out of date."""
@@ -257,7 +243,7 @@ class BlockTables:
         length = validate.count(length, "length")
         if validate.pages_for(length, self.page_size) != len(pages):
             raise ValueError(f"length {length} does not fit {len(pages)} pages")
-        self.allocator._share(pages)
+        self.allocator.share(pages)
         self._pages[rid] = pages.tolist()
         self._len[rid] = length
 
@@ -268,23 +254,16 @@ class BlockTables:
         length = self._len[rid]
         if n == 0:
             return 0, False
-        ps = self.page_size
-        cow = length % ps != 0 and bool(self.allocator._ref[pages[-1]] > 1)
-        grow = (length + n + ps - 1) // ps - len(pages)
+        cow = length % self.page_size != 0 and self.allocator.refcount(pages[-1]) > 1
+        grow = validate.pages_for(length + n, self.page_size) - len(pages)
         return grow + int(cow), cow
 
     def append(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Room for n more tokens: (their slots, copy-on-write copies to do before writing)."""
         needed, cow = self.plan_append(rid, n)
-        return self._append(rid, n, needed, cow)
-
-    def _append(self, rid: Hashable, n: int, needed: int, cow: bool
-                ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """`append` with its plan already made."""
+        new = self.allocator.alloc(needed)  # raises OutOfPagesError before any change
         pages = self._pages[rid]
-        start = self._len[rid]
         copies: list[tuple[int, int]] = []
-        new = self.allocator.alloc(needed) if needed else None  # OutOfPagesError: no change
         if cow:
             src, dst = pages[-1], int(new[0])
             self.allocator.release([src])
@@ -292,12 +271,12 @@ class BlockTables:
             copies.append((src, dst))
             new = new[1:]
             self._changed(rid)
-        if new is not None:
-            pages.extend(new.tolist())
+        pages.extend(new.tolist())
+        start = self._len[rid]
         self._len[rid] = start + n
-        first = start // self.page_size
-        off = start - first * self.page_size
-        return pages_to_slots(pages[first:], self.page_size)[off : off + n], copies
+        first = start // self.page_size         # slots of the pages holding the new tokens
+        return pages_to_slots(pages[first:], self.page_size, start + n - first * self.page_size
+                              )[start - first * self.page_size :], copies
 
     def truncate(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
                  ) -> bool:
@@ -341,7 +320,7 @@ class BlockTables:
     def remove(self, rid: Hashable) -> np.ndarray:
         """Drop rid and its holds; returns the pages that became free."""
         pages = self._get(rid)
-        freed = self.allocator._release(np.array(pages, dtype=np.int64))
+        freed = self.allocator.release(np.array(pages, dtype=np.int64))
         del self._pages[rid], self._len[rid]
         self._changed(rid)
         return freed
@@ -457,7 +436,7 @@ class KVCacheManager:
 
     def reserve(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Room for n more tokens: (new slots, copies). Evicts unlocked cache entries when short."""
-        needed, cow = self.tables.plan_append(rid, n)
+        needed = self.plan(rid, n)
         if needed > self.allocator.num_free:
             free = self.allocator.num_free
             if needed > free + self.evictable_pages():
@@ -467,7 +446,7 @@ class KVCacheManager:
                     break
             if self.allocator.num_free < needed:
                 raise OutOfPagesError(needed, self.allocator.num_free)
-        return self.tables._append(rid, n, needed, cow)
+        return self.tables.append(rid, n)
 
     def unreserve(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
                   ) -> bool:
@@ -534,7 +513,7 @@ class KVCacheManager:
         holds one."""
         if not pages.size:
             return False
-        self.allocator._share(pages)
+        self.allocator.share(pages)
         self._set_cached(pages, True)
         return bool((self.allocator._ref[pages] > 2).any())
 
@@ -626,7 +605,7 @@ class KVCacheManager:
         freed = self.prefix_cache.evict(num_pages * self.page_size)
         freed_slots = np.asarray(freed, dtype=np.int64)
         pages = np.unique(freed_slots // self.page_size)
-        self.allocator._release(pages)
+        self.allocator.release(pages)
         self._set_cached(pages, False)
         if pages.size:
             for listener in self.listeners:
