@@ -4,8 +4,8 @@ For each workload: the offline optimal hit rate (DFS order of the prompt tree, c
 longest request; radixlab.optimal) and, for each policy and pool size, the hit rate the router
 reaches replaying the trace with the cost-model executor, as a fraction of that optimum.
 The SGLang paper (Zheng et al., 2024, section 6) reports its scheduler at about 96% of the
-optimal hit rate on average. Then: wall time of `schedule()` + `update()` per step with 1,000
-requests queued (executor excluded), per policy.
+optimal hit rate on average. The router's time per step vs queue length is
+`bench/router_scaling.py`.
 
 Run:  .venv/bin/python bench/policies.py [--requests 60] [--quick]
 """
@@ -13,7 +13,6 @@ Run:  .venv/bin/python bench/policies.py [--requests 60] [--quick]
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -68,67 +67,6 @@ def hit_rates(n_requests: int, pool_factors: list[float], tokenize) -> list[dict
     return rows
 
 
-class TimedManager:
-    """Forwards to a KVCacheManager and adds up the time spent inside its methods."""
-
-    def __init__(self, mgr) -> None:
-        self._mgr = mgr
-        self.spent = 0.0
-
-    def __getattr__(self, name):
-        attr = getattr(self._mgr, name)
-        if not callable(attr):
-            return attr
-
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                self.spent += time.perf_counter() - t0
-
-        return timed
-
-
-def overhead(n_queued: int = 1000, steps: int = 60, tokenize=None,
-             max_running: int = 64) -> dict[str, tuple[float, float, float, float]]:
-    """Router work per step (schedule + update, executor excluded) while the waiting queue is
-    kept at n_queued requests (topped up after every step).
-
-    Returns (median ms, mean ms, ms of the slowest step, mean ms inside KVCacheManager). Steps
-    that admit match and order the whole queue; steps with a full batch only plan the decodes."""
-    trace = list(W.sized("few-shot", n_queued + steps * max_running, tokenize=tokenize))
-    out = {}
-    for policy in POLICIES:
-        mgr = TimedManager(KVCacheManager(PageAllocator(400_000), 1, RadixTree(1)))
-        router = Router(mgr, policy=policy, max_prefill_tokens=2048, max_running=max_running)
-        feed = iter(trace)
-
-        def top_up(router=router, feed=feed) -> None:
-            while len(router.waiting) < n_queued:
-                r = next(feed)
-                router.add_request(r.prompt_ids, r.max_new_tokens, rid=r.rid)
-
-        ex = CostModelExecutor(1)
-        spent: list[float] = []
-        in_mgr: list[float] = []
-        for _ in range(steps):
-            top_up()
-            mgr.spent = 0.0
-            t0 = time.perf_counter()
-            plan = router.schedule()
-            t1 = time.perf_counter()
-            res = ex.execute(plan)
-            t2 = time.perf_counter()
-            router.update(plan, res)
-            t3 = time.perf_counter()
-            spent.append(1000 * ((t1 - t0) + (t3 - t2)))
-            in_mgr.append(1000 * mgr.spent)
-        out[policy] = (float(np.median(spent)), float(np.mean(spent)), float(np.max(spent)),
-                       float(np.mean(in_mgr)))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=60)
@@ -160,12 +98,7 @@ def main() -> None:
     pre = sum(r["preempt"] for r in rows)
     print(f"(preemptions over all runs: {pre}; rejected requests: "
           f"{sum(r['rejected'] for r in rows)})")
-    n_q = 300 if args.quick else 1000
-    print(f"\nrouter overhead per step (schedule + update, executor excluded), {n_q} queued:")
-    print(f"  {'policy':<11}{'median':>10}{'mean':>10}{'slowest':>10}{'mean in mgr':>13}"
-          "   (ms per step, max_running 64)")
-    for p, (med, mean, worst, mgr_ms) in overhead(n_q, tokenize=tokenize).items():
-        print(f"  {p:<11}{med:>10.2f}{mean:>10.2f}{worst:>10.2f}{mgr_ms:>13.2f}")
+    print("\nrouter time per step vs queue length: bench/router_scaling.py")
 
 
 if __name__ == "__main__":

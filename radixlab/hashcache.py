@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from radixlab import validate
+from radixlab.tree import PrefixPeek
 
 ROOT_HASH = b"radixlab-root"
 
@@ -114,6 +115,21 @@ class HashPrefixCache:
             b.hits += 1
         self._touch(chain)
         return HashMatch(self._slots(chain), BlockChain(tuple(chain)))
+
+    def peek_prefix(self, tokens: Iterable[int], namespace: Hashable = None) -> PrefixPeek:
+        """The longest cached run of full blocks, changing nothing (no LRU move, no hit):
+        (length, the matched `BlockChain` or None, slot of the last matched token or -1)."""
+        tokens = validate.token_ids(tokens)
+        chain = []
+        for h in self._hashes(tokens, namespace):
+            b = self._blocks.get(h)
+            if b is None:
+                break
+            chain.append(b)
+        if not chain:
+            return PrefixPeek(0, None, -1)
+        last = (chain[-1].page + 1) * self.page_size - 1
+        return PrefixPeek(len(chain) * self.page_size, BlockChain(tuple(chain)), last)
 
     def _slots(self, chain: list[Block]) -> np.ndarray:
         if not chain:
@@ -264,6 +280,8 @@ class HashPrefixCache:
 class NoPrefixCache:
     """The cache turned off: nothing is ever matched or stored."""
 
+    stores_prefixes = False     # the router then never defers a request for a shared prefix
+
     def __init__(self, page_size: int = 1) -> None:
         self.page_size = validate.positive_int(page_size, "page_size")
 
@@ -271,6 +289,10 @@ class NoPrefixCache:
         validate.token_ids(tokens)
         validate.namespace(namespace)
         return HashMatch(np.zeros(0, dtype=np.int64), None)
+
+    def peek_prefix(self, tokens: Iterable[int], namespace: Hashable = None) -> PrefixPeek:
+        validate.token_ids(tokens)
+        return PrefixPeek(0, None, -1)
 
     def insert(
         self, tokens: Iterable[int], slots: Iterable[int], namespace: Hashable = None

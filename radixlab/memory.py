@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,23 +41,30 @@ def as_pages(pages: Iterable[int] | int, num_pages: int, name: str = "pages") ->
 
 
 class PageAllocator:
-    """Free list (lowest page first) plus one refcount per page: alloc, share, release."""
+    """Free list (lowest page first) plus one refcount per page: alloc, share, release.
+
+    The free pages are a heap of released pages plus the never-used range [`_fresh`,
+    num_pages): every released page is below `_fresh`, so lowest-first takes the heap first
+    and then a slice of the range (no per-page work for a fresh pool)."""
 
     def __init__(self, num_pages: int) -> None:
         self.num_pages = validate.positive_int(num_pages, "num_pages")
         self._ref = np.zeros(self.num_pages, dtype=np.int64)
-        self._free = list(range(self.num_pages))
+        self._free: list[int] = []        # released pages, a heap
+        self._fresh = 0                   # pages >= this were never handed out
 
     @property
     def num_free(self) -> int:
-        return len(self._free)
+        return len(self._free) + self.num_pages - self._fresh
 
     @property
     def num_used(self) -> int:
-        return self.num_pages - len(self._free)
+        return self.num_pages - self.num_free
 
     def refcount(self, page: int) -> int:
         """How many holders the page has (0 = free)."""
+        if type(page) is int and 0 <= page < self.num_pages:   # the hot path: no array
+            return int(self._ref[page])
         return int(self._ref[as_pages([page], self.num_pages)[0]])
 
     def refcounts(self) -> np.ndarray:
@@ -66,14 +73,24 @@ class PageAllocator:
 
     def free_pages(self) -> np.ndarray:
         """The free pages, sorted."""
-        return np.array(sorted(self._free), dtype=np.int64)
+        return np.concatenate([np.array(sorted(self._free), dtype=np.int64),
+                               np.arange(self._fresh, self.num_pages, dtype=np.int64)])
 
     def alloc(self, n: int) -> np.ndarray:
         """Take n free pages (lowest ids first), each with refcount 1."""
         n = validate.count(n, "n")
-        if n > len(self._free):
-            raise OutOfPagesError(n, len(self._free))
-        pages = np.array([heapq.heappop(self._free) for _ in range(n)], dtype=np.int64)
+        if n > self.num_free:
+            raise OutOfPagesError(n, self.num_free)
+        free = self._free
+        if n == 1 and free:
+            page = heapq.heappop(free)
+            self._ref[page] = 1
+            return np.array([page], dtype=np.int64)
+        k = min(n, len(free))
+        reused = [heapq.heappop(free) for _ in range(k)]
+        fresh = np.arange(self._fresh, self._fresh + n - k, dtype=np.int64)
+        self._fresh += n - k
+        pages = np.concatenate([np.array(reused, dtype=np.int64), fresh]) if k else fresh
         self._ref[pages] = 1
         return pages
 
@@ -83,39 +100,57 @@ class PageAllocator:
         free = arr[self._ref[arr] == 0]
         if free.size:
             raise ValueError(f"cannot share page {int(free[0])}: it is free")
-        np.add.at(self._ref, arr, 1)
+        if _distinct(arr):
+            self._ref[arr] += 1
+        else:
+            np.add.at(self._ref, arr, 1)
 
     def release(self, pages: Iterable[int]) -> np.ndarray:
         """Drop one holder per listed page; pages reaching 0 go back on the free list (returned)."""
         arr = as_pages(pages, self.num_pages)
-        counts = Counter(arr.tolist())
-        for page, c in counts.items():
-            if self._ref[page] == 0:
+        if _distinct(arr):              # the common case: each page once
+            uniq, counts = arr, np.ones_like(arr)
+        else:
+            uniq, counts = np.unique(arr, return_counts=True)
+        held = self._ref[uniq]
+        bad = np.flatnonzero(held < counts)
+        if bad.size:
+            page, c, ref = int(uniq[bad[0]]), int(counts[bad[0]]), int(held[bad[0]])
+            if ref == 0:
                 raise ValueError(f"double free: page {page} is already free")
-            if self._ref[page] < c:
-                raise ValueError(
-                    f"double free: page {page} released {c} times but has refcount "
-                    f"{int(self._ref[page])}"
-                )
-        freed = []
-        for page, c in counts.items():
-            self._ref[page] -= c
-            if self._ref[page] == 0:
-                heapq.heappush(self._free, page)
-                freed.append(page)
-        return np.array(sorted(freed), dtype=np.int64)
+            raise ValueError(f"double free: page {page} released {c} times but has refcount {ref}")
+        self._ref[uniq] = held - counts
+        freed = np.sort(uniq[held == counts])
+        for page in freed.tolist():
+            heapq.heappush(self._free, page)
+        return freed
+
+
+def _distinct(arr: np.ndarray) -> bool:
+    """Whether no page id repeats (then fancy-indexed updates need no np.add.at)."""
+    if arr.size <= 1:
+        return True
+    if arr.size <= 64:
+        return len(set(arr.tolist())) == arr.size
+    s = np.sort(arr)
+    return not bool((s[1:] == s[:-1]).any())
 
 
 def pages_to_slots(pages: Sequence[int], page_size: int, length: int | None = None) -> np.ndarray:
     """Slots of the given pages in order (page * page_size + offset), cut to `length` tokens."""
-    pages = np.asarray(pages, dtype=np.int64)
-    slots = (pages[:, None] * page_size + np.arange(page_size, dtype=np.int64)).reshape(-1)
+    if page_size == 1:
+        slots = np.array(pages, dtype=np.int64).reshape(-1)
+    else:
+        pages = np.asarray(pages, dtype=np.int64)
+        slots = (pages[:, None] * page_size + np.arange(page_size, dtype=np.int64)).reshape(-1)
     return slots if length is None else slots[:length]
 
 
 def slots_to_pages(slots: np.ndarray, page_size: int) -> np.ndarray:
     """The page of each page-aligned run of slots (validates alignment and contiguity)."""
     slots = np.asarray(slots, dtype=np.int64)
+    if page_size == 1:
+        return slots.reshape(-1).copy()
     if slots.size % page_size:
         raise ValueError(f"{slots.size} slots are not a whole number of pages of {page_size}")
     runs = slots.reshape(-1, page_size)
@@ -137,6 +172,7 @@ class BlockTables:
         self.page_size = validate.positive_int(page_size, "page_size")
         self._pages: dict[Hashable, list[int]] = {}
         self._len: dict[Hashable, int] = {}
+        self._slot_buf: dict[Hashable, tuple[np.ndarray, int]] = {}  # slots of the first pages
 
     def __contains__(self, rid: Hashable) -> bool:
         return rid in self._pages
@@ -156,14 +192,38 @@ class BlockTables:
         """rid's page table: the page holding positions [i*page_size, (i+1)*page_size)."""
         return np.array(self._get(rid), dtype=np.int64)
 
+    def num_pages(self, rid: Hashable) -> int:
+        """How many pages rid's table holds."""
+        return len(self._get(rid))
+
     def length(self, rid: Hashable) -> int:
         """Tokens rid has room for (written or reserved)."""
         self._get(rid)
         return self._len[rid]
 
     def slots(self, rid: Hashable) -> np.ndarray:
-        """All slots of rid, positions 0..length-1 (one row of SGLang's req_to_token)."""
-        return pages_to_slots(self._get(rid), self.page_size, self._len[rid])
+        """All slots of rid, positions 0..length-1 (one row of SGLang's req_to_token): a copy
+        of an array kept per request and extended as it grows, so a decode step computes the
+        slots of its new pages only."""
+        pages = self._get(rid)
+        ps = self.page_size
+        buf, covered = self._slot_buf.get(rid, (None, 0))
+        if buf is None or covered < len(pages):
+            need = len(pages) * ps
+            if buf is None or len(buf) < need:
+                grown = np.empty(max(need, 2 * len(buf) if buf is not None else 0, 64),
+                                 dtype=np.int64)
+                if covered:
+                    grown[: covered * ps] = buf[: covered * ps]
+                buf = grown
+            buf[covered * ps : need] = pages_to_slots(pages[covered:], ps)
+            covered = len(pages)
+            self._slot_buf[rid] = (buf, covered)
+        return buf[: self._len[rid]].copy()
+
+    def _changed(self, rid: Hashable) -> None:
+        """rid's existing pages changed (not just grew): its kept slots are out of date."""
+        self._slot_buf.pop(rid, None)
 
     def req_to_token(self, rids: Sequence[Hashable], pad: int = 0) -> np.ndarray:
         """A padded int64 array [len(rids), max_len] of slots (SGLang's req_to_token rows)."""
@@ -209,10 +269,13 @@ class BlockTables:
             pages[-1] = dst
             copies.append((src, dst))
             new = new[1:]
-        pages.extend(int(p) for p in new)
+            self._changed(rid)
+        pages.extend(new.tolist())
         start = self._len[rid]
         self._len[rid] = start + n
-        return pages_to_slots(pages, self.page_size, start + n)[start:], copies
+        first = start // self.page_size         # slots of the pages holding the new tokens
+        return pages_to_slots(pages[first:], self.page_size, start + n - first * self.page_size
+                              )[start - first * self.page_size :], copies
 
     def truncate(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
                  ) -> bool:
@@ -230,6 +293,7 @@ class BlockTables:
         self.allocator.release(pages[keep:])
         del pages[keep:]
         self._len[rid] = length
+        self._changed(rid)
         return restorable
 
     def fork(self, rid: Hashable, new_rid: Hashable) -> None:
@@ -252,12 +316,14 @@ class BlockTables:
         self.allocator.share([page])
         self.allocator.release([old])
         pages[index] = int(page)
+        self._changed(rid)
 
     def remove(self, rid: Hashable) -> np.ndarray:
         """Drop rid and its holds; returns the pages that became free."""
         pages = self._get(rid)
-        freed = self.allocator.release(pages)
+        freed = self.allocator.release(np.array(pages, dtype=np.int64))
         del self._pages[rid], self._len[rid]
+        self._changed(rid)
         return freed
 
     def holds(self) -> Counter:
@@ -266,6 +332,30 @@ class BlockTables:
         for pages in self._pages.values():
             c.update(pages)
         return c
+
+
+def _covers(obj: Any, fast: str, plain: tuple[str, ...]) -> bool:
+    """Whether obj has method `fast`, defined in a class at least as derived as those that
+    define the `plain` methods it stands for (so a subclass that overrides a plain method,
+    to count calls or change it, is never bypassed by an inherited fast path)."""
+    mro = type(obj).__mro__
+    owner = next((c for c in mro if fast in c.__dict__), None)
+    if owner is None:
+        return False
+    return all(issubclass(owner, next((c for c in mro if name in c.__dict__), object))
+               for name in plain)
+
+
+class CacheListener(Protocol):
+    """Told by `KVCacheManager` whenever the prefix cache's content changes (the router keeps
+    its waiting requests' matches current this way, instead of re-matching the queue)."""
+
+    def cache_grew(self, key: np.ndarray, start: int, namespace: Hashable) -> None:
+        """`key[start:]` (whole pages) is newly cached after the cached prefix `key[:start]`."""
+
+    def cache_shrank(self, pages: np.ndarray) -> None:
+        """These pages were evicted (the cache evicts leaves first, so a prefix that lost a
+        page lost its last page)."""
 
 
 class KVCacheManager:
@@ -293,7 +383,18 @@ class KVCacheManager:
         self.prefix_cache = cache
         self.bytes_per_token = bytes_per_token
         self._lock: dict[Hashable, tuple[Any, int]] = {}  # rid -> (locked node, its length)
-        self._cache_pages: set[int] = set()
+        self._cached = np.zeros(allocator.num_pages, dtype=bool)   # pages the cache holds
+        self._num_cached = 0
+        self.listeners: list[CacheListener] = []
+        self._last_cached: dict[Hashable, tuple[np.ndarray, Any, Hashable]] = {}
+        self._peek = _covers(cache, "peek_prefix", ("match_prefix",))
+        self._insert_match = _covers(cache, "insert_match", ("insert", "match_prefix"))
+        self._reinsert = _covers(cache, "reinsert", ("insert", "match_prefix"))
+        self._stores = bool(getattr(cache, "stores_prefixes", True))
+
+    def _set_cached(self, pages: np.ndarray, value: bool) -> None:
+        self._cached[pages] = value
+        self._num_cached += len(pages) if value else -len(pages)
 
     def _known(self, rid: Hashable) -> None:
         if validate.namespace(rid, "rid") not in self.tables:
@@ -304,16 +405,28 @@ class KVCacheManager:
         """Longest cached prefix of tokens (page-aligned); no holds are taken yet."""
         return self.prefix_cache.match_prefix(validate.token_ids(tokens), namespace=namespace)
 
+    def can_peek(self) -> bool:
+        """Whether the cache has a `peek_prefix` (a match with no side effects) that is as
+        specific as its `match_prefix` (a subclass overriding `match_prefix` alone is not
+        peeked with its base class's rules)."""
+        return self._peek
+
+    def peek(self, tokens: Iterable[int], namespace: Hashable = None) -> Any:
+        """`peek_prefix` of the cache: (length, node, last_slot) of the longest cached prefix
+        with nothing changed (no split, no access time, no hit), for schedulers that look at
+        many requests without admitting them."""
+        return self.prefix_cache.peek_prefix(tokens, namespace=namespace)
+
     def admit(self, rid: Hashable, m: Any) -> None:
         """Start rid with the matched pages (shared, not copied) and lock the match."""
         if validate.namespace(rid, "rid") in self.tables:
             raise ValueError(f"request {rid!r} is already admitted")
         slots = validate.token_ids(getattr(m, "slots", None), "match slots")
         pages = slots_to_pages(slots, self.page_size)
-        missing = [p for p in pages.tolist() if p not in self._cache_pages]
-        if missing:
+        missing = pages[~self._cached[pages]]
+        if missing.size:
             raise validate.InvalidInput(
-                f"match refers to page {missing[0]}, which the cache does not hold")
+                f"match refers to page {int(missing[0])}, which the cache does not hold")
         try:
             self.prefix_cache.inc_lock_ref(m.node)
         except ValueError as exc:
@@ -333,14 +446,15 @@ class KVCacheManager:
     def reserve(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Room for n more tokens: (new slots, copies). Evicts unlocked cache entries when short."""
         needed = self.plan(rid, n)
-        free = self.allocator.num_free
-        if needed > free + self.evictable_pages():
-            raise OutOfPagesError(needed, free + self.evictable_pages())
-        while self.allocator.num_free < needed and self.prefix_cache.evictable_size() > 0:
-            if self._evict_pages(needed - self.allocator.num_free) == 0:
-                break
-        if self.allocator.num_free < needed:
-            raise OutOfPagesError(needed, self.allocator.num_free)
+        if needed > self.allocator.num_free:
+            free = self.allocator.num_free
+            if needed > free + self.evictable_pages():
+                raise OutOfPagesError(needed, free + self.evictable_pages())
+            while self.allocator.num_free < needed and self.prefix_cache.evictable_size() > 0:
+                if self._evict_pages(needed - self.allocator.num_free) == 0:
+                    break
+            if self.allocator.num_free < needed:
+                raise OutOfPagesError(needed, self.allocator.num_free)
         return self.tables.append(rid, n)
 
     def unreserve(self, rid: Hashable, length: int, copies: Sequence[tuple[int, int]] = ()
@@ -375,28 +489,77 @@ class KVCacheManager:
         if len(tokens) > length:
             raise ValueError(f"{len(tokens)} tokens given but request {rid!r} holds {length}")
         full = len(tokens) // self.page_size * self.page_size
-        if full == 0:
+        if full == 0 or not self._stores:    # the cache off keeps nothing: nothing to do
             return 0
         key = tokens[:full]
-        self.prefix_cache.insert(key, self.tables.slots(rid)[:full], namespace=namespace)
-        m = self.prefix_cache.match_prefix(key, namespace=namespace)
-        cache_pages = slots_to_pages(np.asarray(m.slots, dtype=np.int64), self.page_size)
-        own = self.tables.pages(rid)
-        shared_elsewhere = False  # does another request hold a page whose owner just changed?
-        for i, page in enumerate(cache_pages.tolist()):
-            if page in self._cache_pages:
-                self.tables.replace(rid, i, page)
-                shared_elsewhere |= page != own[i] and self.allocator.refcount(int(own[i])) > 0
-            elif page == own[i]:
-                self.allocator.share([page])
-                self._cache_pages.add(page)
-                shared_elsewhere |= self.allocator.refcount(page) > 2  # rid + cache + someone
-            else:
-                raise AssertionError(f"cache returned page {page} that it was never given")
+        if self._recache(rid, key, namespace):
+            return full
+        own = np.array(self.tables._pages[rid][: full // self.page_size], dtype=np.int64)
+        own_slots = pages_to_slots(own, self.page_size)
+        if self._insert_match:
+            before, m = self.prefix_cache.insert_match(key, own_slots, namespace=namespace)
+        else:
+            before = self.prefix_cache.insert(key, own_slots, namespace=namespace)
+            m = self.prefix_cache.match_prefix(key, namespace=namespace)
+        if before < len(m):
+            for listener in self.listeners:
+                listener.cache_grew(key[: len(m)], before, namespace)
+        if len(m) == full and np.array_equal(m.slots, own_slots):
+            cache_pages = own       # the common case: rid's pages are the cache's
+            shared_elsewhere = self._adopt(own[before // self.page_size :])
+        else:
+            cache_pages, shared_elsewhere = self._dedup(rid, own, m)
         self._relock(rid, m.node, len(m))
+        if len(m) == full:
+            self._last_cached[rid] = (key.copy(), m.node, namespace)
         if shared_elsewhere:  # only forks can hold such pages; skip the scan in the common case
             self._adopt_siblings(rid, own, cache_pages, key, namespace)
         return len(m)
+
+    def _adopt(self, pages: np.ndarray) -> bool:
+        """The cache now holds these pages of a request too; whether a third holder (a fork)
+        holds one."""
+        if not pages.size:
+            return False
+        self.allocator.share(pages)
+        self._set_cached(pages, True)
+        return bool((self.allocator._ref[pages] > 2).any())
+
+    def _dedup(self, rid: Hashable, own: np.ndarray, m: Any) -> tuple[np.ndarray, bool]:
+        """Point rid's table at the cache's pages where the cache already had a copy (another
+        request computed the same tokens first) and adopt the rest; (the cache's pages, whether
+        another request holds a page whose owner changed)."""
+        cache_pages = slots_to_pages(np.asarray(m.slots, dtype=np.int64), self.page_size)
+        own = own[: len(cache_pages)]
+        mine = cache_pages == own
+        theirs = ~mine                      # the cache had these pages already: use its copies
+        if not self._cached[cache_pages[theirs]].all():
+            raise AssertionError("the cache returned a page it was never given")
+        adopted = own[mine & ~self._cached[cache_pages]]   # rid's pages the cache now holds
+        shared_elsewhere = False
+        if theirs.any():
+            idx = np.flatnonzero(theirs)
+            self.allocator.share(cache_pages[idx])
+            self.allocator.release(own[idx])
+            table = self.tables._pages[rid]
+            for i, page in zip(idx.tolist(), cache_pages[idx].tolist(), strict=True):
+                table[i] = page
+            self.tables._changed(rid)
+            shared_elsewhere = bool((self.allocator._ref[own[idx]] > 0).any())
+        return cache_pages, self._adopt(adopted) | shared_elsewhere
+
+    def _recache(self, rid: Hashable, key: np.ndarray, namespace: Hashable) -> bool:
+        """Caching again exactly what rid cached last (a request finishing right after its
+        prefill): rid's pages already are the cache's, so only the cache's own bookkeeping of
+        an insert + match is replayed (`RadixTree.reinsert`), without walking the key."""
+        last = self._last_cached.get(rid)
+        if (last is None or not self._reinsert
+                or last[1] is not self._lock[rid][0]
+                or last[2] != namespace or len(last[0]) != len(key)
+                or not np.array_equal(last[0], key)):
+            return False
+        self.prefix_cache.reinsert(last[1])
+        return True
 
     def _relock(self, rid: Hashable, node: Any, length: int) -> None:
         self.prefix_cache.inc_lock_ref(node)
@@ -433,6 +596,7 @@ class KVCacheManager:
         if tokens is not None:
             self.cache(rid, tokens, namespace)
         self.prefix_cache.dec_lock_ref(self._lock.pop(rid)[0])
+        self._last_cached.pop(rid, None)
         return self.tables.remove(rid)
 
     # -- cache ----------------------------------------------------------------------------
@@ -449,7 +613,10 @@ class KVCacheManager:
         freed_slots = np.asarray(freed, dtype=np.int64)
         pages = np.unique(freed_slots // self.page_size)
         self.allocator.release(pages)
-        self._cache_pages.difference_update(pages.tolist())
+        self._set_cached(pages, False)
+        if pages.size:
+            for listener in self.listeners:
+                listener.cache_shrank(pages)
         return len(pages)
 
     def evictable_pages(self) -> int:
@@ -464,7 +631,7 @@ class KVCacheManager:
 
     def cached_pages(self) -> np.ndarray:
         """Pages the prefix cache holds, sorted."""
-        return np.array(sorted(self._cache_pages), dtype=np.int64)
+        return np.flatnonzero(self._cached).astype(np.int64)
 
     # -- accounting -----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -478,7 +645,7 @@ class KVCacheManager:
             "pages": self.allocator.num_pages,
             "used": self.allocator.num_used,
             "free": self.allocator.num_free,
-            "cached": len(self._cache_pages),
+            "cached": self._num_cached,
             "evictable": self.evictable_pages(),
             "protected": self.protected_pages(),
             "requests": len(self.tables),
@@ -496,8 +663,7 @@ class KVCacheManager:
         holders = np.zeros_like(ref)
         for page, c in self.tables.holds().items():
             holders[page] += c
-        for page in self._cache_pages:
-            holders[page] += 1
+        holders += self._cached
         bad = np.nonzero(ref != holders)[0]
         if bad.size:
             p = int(bad[0])
@@ -507,14 +673,16 @@ class KVCacheManager:
         if free != zero:
             raise AssertionError(f"free list {sorted(free)} != refcount-0 pages {sorted(zero)}")
         total = int(self.prefix_cache.total_size())
-        if total != len(self._cache_pages) * self.page_size:
+        if self._num_cached != int(self._cached.sum()):
+            raise AssertionError(f"cached page count {self._num_cached} is out of date")
+        if total != self._num_cached * self.page_size:
             raise AssertionError(
-                f"cache holds {total} tokens but the manager counts {len(self._cache_pages)} pages"
+                f"cache holds {total} tokens but the manager counts {self._num_cached} pages"
             )
         ev, pr = int(self.prefix_cache.evictable_size()), int(self.prefix_cache.protected_size())
         if ev + pr != total:
             raise AssertionError(f"evictable {ev} + protected {pr} != total {total}")
-        only_cache = sum(1 for p in self._cache_pages if ref[p] == 1)
+        only_cache = int((ref[self._cached] == 1).sum())
         if only_cache != ev // self.page_size:
             raise AssertionError(
                 f"{only_cache} cached pages are held by the cache alone but {ev // self.page_size}"

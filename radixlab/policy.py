@@ -3,8 +3,11 @@
 A policy sees each waiting request as a `Candidate` (arrival order, how many prompt tokens are
 already cached, and the path of cache nodes its match ends on) and returns them in the order the
 router should try to admit them. A policy that ignores the match is marked `@uses_match(False)`, so
-the router does not match the queue for it. Policies are registered by name in
-`radixlab.registry.scheduling_policies`; the router also takes a callable.
+the router does not match the queue for it. A policy that only sorts by a key per candidate says
+so with `@sorts_by(key)`: the router then keeps its queue in that order across steps (a heap,
+updated only for requests whose match changed) instead of calling the policy on the whole queue
+every step, which is what keeps lpm exact at 10,000 waiting requests. Policies are registered
+by name in `radixlab.registry.scheduling_policies`; the router also takes a callable.
 """
 
 from __future__ import annotations
@@ -37,16 +40,35 @@ def uses_match(flag: bool) -> Callable[[Policy], Policy]:
     return mark
 
 
+def sorts_by(key: Callable[[Candidate], object]) -> Callable[[Policy], Policy]:
+    """Declare that a policy is `sorted(cands, key=key)` (a stable sort of the queue order), so
+    the router may keep the queue sorted by `key` incrementally instead of calling it."""
+    def mark(fn: Policy) -> Policy:
+        fn.sort_key = key  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def _arrival(c: Candidate) -> int:
+    return c.seq
+
+
+def _longest_prefix(c: Candidate) -> tuple[int, int]:
+    return (-c.prefix_len, c.seq)
+
+
+@sorts_by(_arrival)
 @uses_match(False)
 def fcfs(cands: Sequence[Candidate], rng: np.random.Generator | None = None) -> list[Candidate]:
     """First come, first served: arrival order."""
-    return sorted(cands, key=lambda c: c.seq)
+    return sorted(cands, key=_arrival)
 
 
+@sorts_by(_longest_prefix)
 @uses_match(True)
 def lpm(cands: Sequence[Candidate], rng: np.random.Generator | None = None) -> list[Candidate]:
     """Longest prefix match first (ties by arrival), so hot prefixes are reused before eviction."""
-    return sorted(cands, key=lambda c: (-c.prefix_len, c.seq))
+    return sorted(cands, key=_longest_prefix)
 
 
 @uses_match(False)

@@ -5,9 +5,10 @@ Each step the router
    youngest running request when memory is short (its KV stays cached in the tree, it goes back
    to the queue and is recomputed later, never lost);
 2. continues chunked prefills under the per-step prefill token budget;
-3. matches waiting requests in the cache, orders them by the scheduling policy and admits them
-   while memory (free + evictable pages) and the token budget allow; admission locks the
-   matched prefix so it cannot be evicted while the request runs;
+3. orders the waiting requests by the scheduling policy (each one's cached prefix is kept
+   current by `radixlab.waiting.WaitingQueue`, which re-matches only the requests a cache
+   change can affect) and admits them while memory (free + evictable pages) and the token
+   budget allow; admission matches and locks the prefix so it cannot be evicted under it;
 4. emits a plan: prefill chunks first, then decodes, with their slots and copy-on-write copies.
 
 After the executor runs the plan, `update` appends sampled tokens, caches the full pages of
@@ -18,7 +19,7 @@ are released. All memory and cache bookkeeping goes through `KVCacheManager`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from radixlab.memory import OutOfPagesError
 from radixlab.metrics import Metrics, RequestStats, StepStats
 from radixlab.policy import Candidate
 from radixlab.registry import resolve_policy, scheduling_policies
-from radixlab.tree import RadixTree
+from radixlab.waiting import InFlight, WaitingQueue, node_paths
 
 
 class RequestRejected(validate.InvalidInput):
@@ -38,9 +39,9 @@ class RequestRejected(validate.InvalidInput):
     in the whole pool). Nothing changed."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Request:
-    """A request's state in the router."""
+    """A request's state in the router (compared by identity: each is one live request)."""
 
     rid: int
     prompt: np.ndarray
@@ -60,22 +61,26 @@ class Request:
     preemptions: int = 0
     finish_reason: str | None = None
     prefix_len: int = 0             # cached tokens found at the last admission
+    _buf: np.ndarray | None = field(default=None, repr=False)   # prompt + output, grown
+    _filled: int = field(default=0, repr=False)                 # outputs copied into _buf
 
     @property
     def tokens(self) -> np.ndarray:
-        """Prompt followed by the output so far."""
-        if not self.output:
+        """Prompt followed by the output so far (a read-only view; `output` only grows)."""
+        k = len(self.output)
+        if k == 0:
             return self.prompt
-        return np.concatenate([self.prompt, np.asarray(self.output, dtype=np.int64)])
-
-
-def _node_path(node: Any) -> tuple[int, ...]:
-    """Ids of the cache nodes from the root to `node` (empty for caches without parents)."""
-    path = []
-    while node is not None and getattr(node, "parent", None) is not None:
-        path.append(id(node))
-        node = node.parent
-    return tuple(reversed(path))
+        n = len(self.prompt)
+        if k != self._filled:
+            if self._buf is None or len(self._buf) < n + k or k < self._filled:
+                self._buf = np.empty(n + max(k, self.max_new_tokens), dtype=np.int64)
+                self._buf[:n] = self.prompt
+                self._filled = 0
+            self._buf[n + self._filled : n + k] = self.output[self._filled :]
+            self._filled = k
+        view = self._buf[: n + k]
+        view.flags.writeable = False
+        return view
 
 
 class Router:
@@ -92,6 +97,7 @@ class Router:
         seed: int = 0,
         defer_shared: bool | None = None,
         defer_threshold: int = 32,
+        incremental_match: bool = True,
     ) -> None:
         self.max_prefill_tokens = validate.positive_int(max_prefill_tokens, "max_prefill_tokens")
         self.max_running = validate.positive_int(max_running, "max_running")
@@ -99,16 +105,23 @@ class Router:
             vocab_size, "vocab_size")
         self.policy, self.needs_match = resolve_policy(policy)
         self.policy_name = scheduling_policies.label(policy)
-        self.defer_shared = self.needs_match if defer_shared is None else validate.flag(
-            defer_shared, "defer_shared")
+        stores = bool(getattr(manager.prefix_cache, "stores_prefixes", True))
+        self._matches_known = not self.needs_match or not stores   # all zero, or not needed
+        self.defer_shared = self.needs_match and stores if defer_shared is None else \
+            validate.flag(defer_shared, "defer_shared")
         self.defer_threshold = validate.positive_int(defer_threshold, "defer_threshold")
         self.rng = np.random.default_rng(validate.count(seed, "seed"))
         self.eos_id = eos_id
         self.mgr = manager
         self.page_size = int(manager.page_size)
         self.num_pages = int(manager.allocator.num_pages)
+        self.incremental_match = validate.flag(incremental_match, "incremental_match")
         self.requests: dict[int, Request] = {}
-        self.waiting: list[Request] = []
+        track = not self._matches_known and manager.can_peek() and incremental_match
+        sort_key = getattr(self.policy, "sort_key", None)
+        if not incremental_match or not (track or self._matches_known):
+            sort_key = None
+        self._queue = WaitingQueue(manager, track_matches=track, sort_key=sort_key)
         self.running: list[Request] = []
         self.step_no = 0
         self.clock = 0.0
@@ -122,6 +135,11 @@ class Router:
         self._undo: list[tuple] = []
 
     # ------------------------------------------------------------------ requests in and out
+    @property
+    def waiting(self) -> WaitingQueue:
+        """The waiting requests, front first (iterate it, `len` it, `+` a list to it)."""
+        return self._queue
+
     @property
     def eos_id(self) -> int | tuple[int, ...] | None:
         """The end-of-sequence id, or ids (models such as Llama 3 and Qwen2 list several)."""
@@ -181,7 +199,7 @@ class Router:
         )
         self._seq += 1
         self.requests[req.rid] = req
-        self.waiting.append(req)
+        self._queue.append(req)
         self.metrics.requests[req.rid] = RequestStats(req.rid, len(ids), req.arrival_s)
         return req.rid
 
@@ -203,7 +221,7 @@ class Router:
         if req is None or req.state == "finished":
             raise ValueError(f"no active request with id {rid!r}")
         if req.state == "waiting":
-            self.waiting.remove(req)
+            self._queue.remove(req)
         else:
             self._release(req)
         self._undo = [u for u in self._undo if u[1] is not req]
@@ -211,7 +229,7 @@ class Router:
         self.metrics.requests[req.rid].finish_s = self.clock
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self._queue or self.running)
 
     # ------------------------------------------------------------------ the step
     def schedule(self) -> BatchPlan:
@@ -240,12 +258,13 @@ class Router:
                 if self._reserve_or_preempt(req, n, works, copies):
                     budget -= n
 
-        if budget > 0 and self.waiting and len(self.running) < self.max_running:
+        if budget > 0 and self._queue and len(self.running) < self.max_running:
             self._admit(budget, works, copies)
 
-        prefills = [w for w in works.values() if self.requests[w.rid].prefilling]
-        decodes = [w for w in works.values() if not self.requests[w.rid].prefilling]
-        plan_copies = [c for rid in works for c in copies.get(rid, [])]
+        prefills, decodes = [], []
+        for w in works.values():
+            (prefills if self.requests[w.rid].prefilling else decodes).append(w)
+        plan_copies = [c for rid in works for c in copies.get(rid, ())]
         self._used_pages_peak = int(self.mgr.allocator.num_used)
         self._inflight = BatchPlan(self.step_no, prefills + decodes, plan_copies, len(prefills))
         return self._inflight
@@ -305,7 +324,7 @@ class Router:
             prefill_tokens=plan.prefill_tokens, decode_tokens=plan.decode_tokens,
             cached_tokens=c.get("cached", 0), admitted=c.get("admitted", 0),
             finished=len(finished), preempted=c.get("preempted", 0),
-            evicted_tokens=c.get("evicted", 0), waiting=len(self.waiting),
+            evicted_tokens=c.get("evicted", 0), waiting=len(self._queue),
             running=len(self.running) + len(finished),
             used_pages=self._used_pages_peak,
         ))
@@ -365,14 +384,17 @@ class Router:
             _, cp = self.mgr.reserve(req.rid, n)
         except OutOfPagesError:
             return None
-        self._step_counts["evicted"] += max(0, before - self._cache_size())
-        cp = [(int(s), int(d)) for s, d in cp]
-        copies.setdefault(req.rid, []).extend(cp)
-        toks = req.tokens[req.num_computed : req.num_computed + n]
-        done = req.num_computed + n == len(req.tokens)
+        after = self._cache_size()
+        if after < before:
+            self._step_counts["evicted"] += before - after
+        if cp:
+            cp = [(int(s), int(d)) for s, d in cp]
+            copies.setdefault(req.rid, []).extend(cp)
+        all_tokens = req.tokens
+        start = req.num_computed
         works[req.rid] = SeqWork(
-            rid=req.rid, tokens=toks.copy(), start_pos=req.num_computed,
-            slots=np.asarray(self.mgr.slots(req.rid), dtype=np.int64).copy(), sample=done,
+            rid=req.rid, tokens=np.array(all_tokens[start : start + n]), start_pos=start,
+            slots=self.mgr.slots(req.rid), sample=start + n == len(all_tokens),
             temperature=req.temperature, top_p=req.top_p, seed=req.seed,
         )
         return cp
@@ -398,7 +420,7 @@ class Router:
         req.preemptions += 1
         self.metrics.requests[req.rid].preemptions += 1
         self._step_counts["preempted"] += 1
-        self.waiting.append(req)
+        self._queue.append(req)
 
     def _release(self, req: Request) -> None:
         """Cache the computed tokens (full pages), unlock, release every page of req."""
@@ -410,98 +432,127 @@ class Router:
         toks = req.tokens
         return self.mgr.match(toks[: len(toks) - 1], namespace=req.namespace)
 
-    def _promised_pages(self) -> int:
-        """Pages running prefills will still need after this step's reservations."""
-        total = 0
-        for r in self.running:
-            if r.prefilling:
-                held = len(self.mgr.pages(r.rid))
-                total += max(0, self._pages_for(len(r.tokens) + 1) - held)
-        return total
+    def _cached_len(self, req: Request) -> tuple[int, bool]:
+        """(req's cached prefix now, whether it is the queue's stored match): the stored
+        match when current, else a peek."""
+        n = self._queue.exact_length(req)
+        if n is not None:
+            return n, True
+        toks = req.tokens
+        if self.mgr.can_peek():
+            peek = self.mgr.peek(toks[: len(toks) - 1], namespace=req.namespace)
+            return int(peek.length), False
+        return len(self._match(req)), False
 
-    def _unadmit(self, req: Request, index: int, admits: int, fields: tuple, stats: tuple
+    def _in_flight(self) -> InFlight | None:
+        """The prompts being prefilled now, for the in-batch prefix check (None when off)."""
+        if not self.defer_shared:
+            return None
+        peek = self.mgr.peek if self.mgr.can_peek() else None
+        return InFlight(self.defer_threshold, self.page_size, peek)
+
+    def _promise(self, req: Request) -> int:
+        """Pages a running prefill will still need after this step's reservations."""
+        held = self.mgr.tables.num_pages(req.rid)
+        return max(0, self._pages_for(len(req.tokens) + 1) - held)
+
+    def _unadmit(self, req: Request, pos: int, admits: int, fields: tuple, stats: tuple
                  ) -> None:
         """Undo one admission of this step (its pages go back, it waits where it waited)."""
         self.mgr.free(req.rid)
         self.running.remove(req)
         req.state, req.prefilling, req.num_computed = "waiting", True, 0
         req.prefix_len, req.admit_order = fields
-        self.waiting.insert(index, req)
+        self._queue.restore_at(req, pos)
         self._admits = admits
         st = self.metrics.requests[req.rid]
         st.first_admit_s, st.cached_tokens, st.recomputed_tokens = stats
 
+    def _order(self) -> Iterator[Request]:
+        """The waiting requests in the policy's order. A sort-key policy (lpm, fcfs) is served
+        lazily from the queue's heap; any other policy gets every request as a `Candidate`."""
+        if self._queue.sort_key is not None:
+            yield from self._queue.in_order()
+            return
+        for cand in self.policy(self._candidates(), self.rng):
+            yield self.requests[cand.rid]
+
+    def _candidates(self) -> list[Candidate]:
+        if self._matches_known:     # the policy ignores matches, or the cache stores nothing
+            return [Candidate(r.rid, r.seq) for r in self._queue]
+        if self._queue.track:
+            return self._queue.candidates(with_paths=True)
+        reqs = list(self._queue)
+        if self.mgr.can_peek():     # the reference: peek the whole queue
+            peeks = [self.mgr.peek(r.tokens[:-1], namespace=r.namespace) for r in reqs]
+            matches = [(p.node, int(p.length)) for p in peeks]
+        else:                       # a cache without peek_prefix: match (it may split, touch)
+            ms = [self._match(r) for r in reqs]
+            matches = [(m.node, len(m)) for m in ms]
+        paths = node_paths(matches)
+        return [Candidate(r.rid, r.seq, n, path)
+                for r, (_node, n), path in zip(reqs, matches, paths, strict=True)]
+
     def _admit(self, budget: int, works: dict, copies: dict) -> None:
-        cands = []
-        for req in self.waiting:
-            if self.needs_match:
-                m = self._match(req)
-                cands.append(Candidate(req.rid, req.seq, len(m), _node_path(m.node)))
-            else:
-                cands.append(Candidate(req.rid, req.seq))
-        inflight = _InFlight(self.defer_threshold) if self.defer_shared else None
-        if inflight is not None:
-            for r in self.running:
-                if r.prefilling:
+        """Admit waiting requests in the policy's order while the token budget, max_running
+        and memory (free + evictable pages, less what running prefills still need) allow."""
+        inflight = self._in_flight()
+        promised = 0
+        for r in self.running:
+            if r.prefilling:
+                promised += self._promise(r)
+                if inflight is not None:
                     inflight.add(r)
-        for cand in self.policy(cands, self.rng):
-            if budget <= 0 or len(self.running) >= self.max_running:
-                break
-            req = self.requests[cand.rid]
-            m = self._match(req)
-            hit = len(m)
-            if inflight is not None and inflight.shares(req, hit):
-                continue
-            self.mgr.admit(req.rid, m)
-            need = self._pages_for(len(req.tokens) + 1) - hit // self.page_size
-            if self.mgr.available_pages() < need + self._promised_pages():
-                self.mgr.free(req.rid)
-                break
-            stats = self.metrics.requests[req.rid]
-            saved = ("admit", req, self.waiting.index(req), self._admits,
-                     (req.prefix_len, req.admit_order),
-                     (stats.first_admit_s, stats.cached_tokens, stats.recomputed_tokens))
-            req.num_computed = hit
-            n = min(len(req.tokens) - hit, budget)
-            req.admit_order = self._admits
-            self.running.append(req)
-            if self._reserve(req, n, works, copies) is None:
-                self.running.remove(req)
-                req.num_computed, req.admit_order = 0, saved[4][1]
-                self.mgr.free(req.rid)
-                break
-            self._undo.append(saved)
-            self._admits += 1
-            budget -= n
-            self.waiting.remove(req)
-            req.state, req.prefilling, req.prefix_len = "running", True, hit
-            if stats.first_admit_s is None:
-                stats.first_admit_s = self.clock
-                stats.cached_tokens = hit
-                self._step_counts["cached"] += hit
-            else:
-                stats.recomputed_tokens += len(req.tokens) - hit
-            self._step_counts["admitted"] += 1
-            if inflight is not None:
-                inflight.add(req)
+        try:
+            for req in self._order():
+                if budget <= 0 or len(self.running) >= self.max_running:
+                    break
+                if inflight is not None and inflight.shares(req, *self._cached_len(req)):
+                    continue                 # its prefix is being computed: cached next step
+                m = self._match(req)
+                hit = len(m)
+                self.mgr.admit(req.rid, m)
+                need = self._pages_for(len(req.tokens) + 1) - hit // self.page_size
+                if self.mgr.available_pages() < need + promised:
+                    self.mgr.free(req.rid)
+                    break
+                n = min(len(req.tokens) - hit, budget)
+                if not self._start(req, hit, n, works, copies):
+                    break
+                budget -= n
+                promised += self._promise(req)
+                if inflight is not None:
+                    inflight.add(req, hit)
+        finally:
+            self._queue.restore()
 
-
-class _InFlight:
-    """Prompts being prefilled now (SGLang's in-batch prefix check): a waiting request that
-    shares `threshold` or more uncached tokens with one of them waits a step, to find that
-    prefix in the cache instead of computing it a second time."""
-
-    def __init__(self, threshold: int) -> None:
-        self.tree = RadixTree(page_size=1)
-        self.threshold = threshold
-
-    def add(self, req: Request) -> None:
-        toks = req.tokens
-        self.tree.insert(toks, np.zeros(len(toks), dtype=np.int64), namespace=req.namespace)
-
-    def shares(self, req: Request, cached: int) -> bool:
-        m = self.tree.match_prefix(req.tokens, namespace=req.namespace)
-        return len(m) - cached >= self.threshold
+    def _start(self, req: Request, hit: int, n: int, works: dict, copies: dict) -> bool:
+        """Move an admitted request (its match locked) to running with its first chunk of n
+        tokens reserved; False, with the admission undone, when the reservation fails."""
+        stats = self.metrics.requests[req.rid]
+        saved = ("admit", req, self._queue.position(req), self._admits,
+                 (req.prefix_len, req.admit_order),
+                 (stats.first_admit_s, stats.cached_tokens, stats.recomputed_tokens))
+        req.num_computed = hit
+        req.admit_order = self._admits
+        self.running.append(req)
+        if self._reserve(req, n, works, copies) is None:
+            self.running.remove(req)
+            req.num_computed, req.admit_order = 0, saved[4][1]
+            self.mgr.free(req.rid)
+            return False
+        self._undo.append(saved)
+        self._admits += 1
+        self._queue.remove(req)
+        req.state, req.prefilling, req.prefix_len = "running", True, hit
+        if stats.first_admit_s is None:
+            stats.first_admit_s = self.clock
+            stats.cached_tokens = hit
+            self._step_counts["cached"] += hit
+        else:
+            stats.recomputed_tokens += len(req.tokens) - hit
+        self._step_counts["admitted"] += 1
+        return True
 
 
 def run_trace(

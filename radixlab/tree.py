@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -90,6 +90,16 @@ class MatchResult:
         return len(self.slots)
 
 
+class PrefixPeek(NamedTuple):
+    """What `peek_prefix` sees: the cached length (whole pages), the node holding the last
+    matched token (the root when nothing matched; the match may end inside its edge) and that
+    token's slot (-1 when nothing matched)."""
+
+    length: int
+    node: Any
+    last_slot: int
+
+
 class RadixTree:
     """Compressed radix tree mapping token-id prefixes to KV slots (SGLang `RadixCache` semantics).
 
@@ -127,6 +137,21 @@ class RadixTree:
     def _child_key(self, key: np.ndarray, at_root: bool, namespace: Hashable) -> Any:
         page = int(key[0]) if self.page_size == 1 else tuple(key[: self.page_size].tolist())
         return (namespace, page) if at_root else page
+
+    def _child_key_at(self, key: np.ndarray, pos: int, at_root: bool, namespace: Hashable
+                      ) -> Any:
+        """`_child_key` of key[pos:] without slicing the whole rest."""
+        ps = self.page_size
+        page = int(key[pos]) if ps == 1 else tuple(key[pos : pos + ps].tolist())
+        return (namespace, page) if at_root else page
+
+    def _common(self, child: TreeNode, key: np.ndarray, kb: bytes, pos: int, end: int) -> int:
+        """Tokens (whole pages) child's edge shares with key[pos:end]; `kb` is key's bytes.
+        A whole-edge match (every edge of a path but the last) is one bytes comparison."""
+        n = len(child.key)
+        if end - pos >= n and kb[8 * pos : 8 * (pos + n)] == child.key.tobytes():
+            return n
+        return self._prefix_len(child.key, key[pos:end])
 
     def _key_in_parent(self, node: TreeNode) -> Any:
         return self._child_key(node.key, node.parent is self.root, node.namespace)
@@ -218,17 +243,18 @@ class RadixTree:
         self._check_namespace(namespace)
         self._begin("match")
         self.clock += 1
-        key = key[: len(key) - len(key) % self.page_size]
+        n = len(key) - len(key) % self.page_size
+        kb = key.tobytes()
         node = self.root
         node.last_access = self.clock
         values = []
         pos = 0
-        while pos < len(key):
-            child = node.children.get(self._child_key(key[pos:], node is self.root, namespace))
+        while pos < n:
+            child = node.children.get(self._child_key_at(key, pos, node is self.root, namespace))
             if child is None:
                 break
             self._touch(child)
-            m = self._prefix_len(child.key, key[pos:])
+            m = self._common(child, key, kb, pos, n)
             if m < len(child.key):
                 node = self._split(child, m)
                 values.append(node.value)
@@ -239,6 +265,25 @@ class RadixTree:
         self._last["node"] = node
         slots = np.concatenate(values) if values else _EMPTY
         return MatchResult(slots, node)
+
+    def peek_prefix(self, tokens: Sequence[int] | np.ndarray,
+                    namespace: Hashable = None) -> PrefixPeek:
+        """The longest cached prefix like `match_prefix`, changing nothing (no split, no access
+        time, no clock tick): what a scheduler reads about requests it may not admit yet."""
+        key = validate.token_ids(tokens)
+        self._check_namespace(namespace)
+        n = len(key) - len(key) % self.page_size
+        kb = key.tobytes()
+        node, pos, last = self.root, 0, -1
+        while pos < n:
+            child = node.children.get(self._child_key_at(key, pos, node is self.root, namespace))
+            if child is None:
+                break
+            m = self._common(child, key, kb, pos, n)
+            node, pos, last = child, pos + m, int(child.value[m - 1])
+            if m < len(child.key):
+                break
+        return PrefixPeek(pos, node, last)
 
     def insert(self, tokens: Sequence[int] | np.ndarray, slots: Sequence[int] | np.ndarray,
                namespace: Hashable = None) -> int:
@@ -255,17 +300,64 @@ class RadixTree:
             raise validate.InvalidInput(
                 f"slots has length {len(value)} but tokens has length {len(key)}; they must match")
         self._check_namespace(namespace)
+        return self._insert(key, value, namespace)[0]
+
+    def insert_match(self, tokens: Sequence[int] | np.ndarray, slots: Sequence[int] | np.ndarray,
+                     namespace: Hashable = None) -> tuple[int, MatchResult]:
+        """`insert` then `match_prefix` of the inserted whole pages, in one walk: (tokens that
+        were cached before, the match). Same tree state, clock and `last_op` as the two calls
+        (the match touches the path at the next clock tick and ends exactly at the inserted
+        key's last node, so it never splits)."""
+        key = validate.token_ids(tokens)
+        if len(key) == 0:
+            raise validate.InvalidInput("cannot insert an empty key (tokens has length 0)")
+        value = validate.token_ids(slots, "slots")
+        if len(value) != len(key):
+            raise validate.InvalidInput(
+                f"slots has length {len(value)} but tokens has length {len(key)}; they must match")
+        self._check_namespace(namespace)
+        before, node, path = self._insert(key, value, namespace)
+        self._begin("match")
+        self.clock += 1
+        self.root.last_access = self.clock
+        for cur in path:
+            self._touch(cur)
+        self._last["node"] = node
+        slots_out = np.concatenate([cur.value for cur in path]) if path else _EMPTY
+        return before, MatchResult(slots_out, node)
+
+    def reinsert(self, node: TreeNode) -> None:
+        """What `insert_match` of the key ending at `node` does when that key is cached
+        already, without walking it: an insert's hit and touch on every node of the path, then
+        a match's touch at the next clock tick (for the manager's "cache the same tokens
+        again" step)."""
+        path = self._path_of(node)[::-1]
+        for op in ("insert", "match"):
+            self._begin(op)
+            self.clock += 1
+            self.root.last_access = self.clock
+            for cur in path:
+                if op == "insert":
+                    cur.hit_count += 1
+                self._touch(cur)
+            self._last["node"] = node
+
+    def _insert(self, key: np.ndarray, value: np.ndarray, namespace: Hashable
+                ) -> tuple[int, TreeNode, list[TreeNode]]:
+        """`insert` on checked input: (tokens cached before, last node, the path's nodes)."""
         self._begin("insert")
         self.clock += 1
         n = len(key) - len(key) % self.page_size
+        kb = key.tobytes()
         node = self.root
         node.last_access = self.clock
         pos = 0
+        path = []
         while pos < n:
-            child = node.children.get(self._child_key(key[pos:n], node is self.root, namespace))
+            child = node.children.get(self._child_key_at(key, pos, node is self.root, namespace))
             if child is None:
                 break
-            m = self._prefix_len(child.key, key[pos:n])
+            m = self._common(child, key, kb, pos, n)
             pos += m
             if m < len(child.key):
                 self._touch(child)
@@ -275,6 +367,7 @@ class RadixTree:
                 child.hit_count += 1
                 self._touch(child)
                 node = child
+            path.append(node)
         if pos < n:
             leaf = self._new_node(np.array(key[pos:n]), np.array(value[pos:n]), node, namespace)
             leaf.last_access = leaf.created = self.clock
@@ -286,8 +379,9 @@ class RadixTree:
             self._last["new"].append(leaf.id)
             self._push(leaf)
             node = leaf
+            path.append(leaf)
         self._last["node"] = node
-        return pos
+        return pos, node, path
 
     def inc_lock_ref(self, node: TreeNode) -> None:
         """Protect the path root..node from eviction (one more reference on every node)."""

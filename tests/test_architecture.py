@@ -32,7 +32,7 @@ CONTROL_PLANE = ["tree", "hashcache", "memory", "router", "policy", "optimal", "
                  "fleet", "replica", "routing", "benchmark", "registry", "validate", "batch",
                  "cost_model", "eviction", "metrics", "tier", "tier_tree", "tier_copies",
                  "tier_nodes", "tier_audit", "write_policy", "kv_events", "event_index",
-                 "fleet_events", "drift", "chat_replay", "side_channel"]
+                 "fleet_events", "drift", "chat_replay", "side_channel", "waiting"]
 
 
 def _module_imports(path: Path) -> set[str]:
