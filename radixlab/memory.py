@@ -67,9 +67,9 @@ class PageAllocator:
             return int(self._ref[page])
         return int(self._ref[as_pages([page], self.num_pages)[0]])
 
-    def refcounts(self) -> np.ndarray:
-        """A copy of all refcounts, indexed by page."""
-        return self._ref.copy()
+    def refcounts(self, pages: np.ndarray | None = None) -> np.ndarray:
+        """A copy of the refcounts of `pages` (an int64 array), or of all pages by page id."""
+        return self._ref.copy() if pages is None else self._ref[pages]
 
     def free_pages(self) -> np.ndarray:
         """The free pages, sorted."""
@@ -485,6 +485,7 @@ class KVCacheManager:
     def cache(self, rid: Hashable, tokens: Iterable[int], namespace: Hashable = None) -> int:
         """Insert rid's full pages under `tokens` now (chunked prefill), relock; returns cached."""
         tokens = validate.token_ids(tokens)
+        validate.namespace(namespace)
         length = self.tables.length(rid)
         if len(tokens) > length:
             raise ValueError(f"{len(tokens)} tokens given but request {rid!r} holds {length}")
@@ -494,7 +495,7 @@ class KVCacheManager:
         key = tokens[:full]
         if self._recache(rid, key, namespace):
             return full
-        own = np.array(self.tables._pages[rid][: full // self.page_size], dtype=np.int64)
+        own = self.tables.pages(rid)[: full // self.page_size]
         own_slots = pages_to_slots(own, self.page_size)
         if self._insert_match:
             before, m = self.prefix_cache.insert_match(key, own_slots, namespace=namespace)
@@ -523,7 +524,7 @@ class KVCacheManager:
             return False
         self.allocator.share(pages)
         self._set_cached(pages, True)
-        return bool((self.allocator._ref[pages] > 2).any())
+        return bool((self.allocator.refcounts(pages) > 2).any())
 
     def _dedup(self, rid: Hashable, own: np.ndarray, m: Any) -> tuple[np.ndarray, bool]:
         """Point rid's table at the cache's pages where the cache already had a copy (another
@@ -539,13 +540,9 @@ class KVCacheManager:
         shared_elsewhere = False
         if theirs.any():
             idx = np.flatnonzero(theirs)
-            self.allocator.share(cache_pages[idx])
-            self.allocator.release(own[idx])
-            table = self.tables._pages[rid]
             for i, page in zip(idx.tolist(), cache_pages[idx].tolist(), strict=True):
-                table[i] = page
-            self.tables._changed(rid)
-            shared_elsewhere = bool((self.allocator._ref[own[idx]] > 0).any())
+                self.tables.replace(rid, i, page)
+            shared_elsewhere = bool((self.allocator.refcounts(own[idx]) > 0).any())
         return cache_pages, self._adopt(adopted) | shared_elsewhere
 
     def _recache(self, rid: Hashable, key: np.ndarray, namespace: Hashable) -> bool:

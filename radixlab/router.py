@@ -453,7 +453,7 @@ class Router:
 
     def _promise(self, req: Request) -> int:
         """Pages a running prefill will still need after this step's reservations."""
-        held = self.mgr.tables.num_pages(req.rid)
+        held = validate.pages_for(self.mgr.length(req.rid), self.page_size)
         return max(0, self._pages_for(len(req.tokens) + 1) - held)
 
     def _unadmit(self, req: Request, pos: int, admits: int, fields: tuple, stats: tuple

@@ -12,7 +12,24 @@ from hypothesis import strategies as st
 
 from radixlab.hashcache import HashPrefixCache, NoPrefixCache
 from radixlab.tree import RadixTree
-from tests.test_tree_properties import NAMESPACE, OPS, TOKENS
+
+BASES = ([0, 1, 2, 3, 0, 1, 2, 3, 0], [0, 1, 2, 0, 0, 1, 3, 3], [1, 1, 1, 1, 2, 2, 2, 2])
+TOKENS = st.one_of(
+    st.lists(st.integers(0, 3), max_size=9),
+    st.builds(lambda b, cut, tail: BASES[b][:cut] + tail, st.integers(0, 2), st.integers(0, 9),
+              st.lists(st.integers(0, 3), max_size=3)),
+)
+NAMESPACE = st.sampled_from([None, None, None, "a"])
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), TOKENS.filter(len), NAMESPACE),
+        st.tuples(st.just("match"), TOKENS, NAMESPACE),
+        st.tuples(st.just("match_lock"), TOKENS, NAMESPACE),
+        st.tuples(st.just("unlock"), st.integers(0, 7)),
+        st.tuples(st.just("evict"), st.integers(0, 12)),
+    ),
+    max_size=14,
+)
 
 
 def apply(tree, op, handles, next_slot, fused: bool = False) -> int:
@@ -104,7 +121,7 @@ def test_hash_cache_peek_agrees_with_match_and_changes_nothing(inserts, probes, 
         if n == 0:
             continue
         m = cache.match_prefix(seq[:n], namespace=ns)
-        fresh = list(range(slot * page_size, (slot + n // page_size) * page_size))
+        fresh = np.arange(slot * page_size, (slot + n // page_size) * page_size, dtype=np.int64)
         slots = np.concatenate([m.slots, fresh[len(m):]]) if len(m) else fresh
         cache.insert(seq[:n], slots, namespace=ns)
         slot += n // page_size

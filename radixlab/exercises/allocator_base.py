@@ -51,9 +51,9 @@ class PageAllocatorBase:
             raise ValueError(f"unknown page {page!r} (the pool has pages 0..{self.num_pages - 1})")
         return int(self.ref[page])
 
-    def refcounts(self) -> np.ndarray:
-        """A copy of all refcounts, indexed by page."""
-        return self.ref.copy()
+    def refcounts(self, pages: np.ndarray | None = None) -> np.ndarray:
+        """A copy of the refcounts of `pages` (an int64 array), or of all pages by page id."""
+        return self.ref.copy() if pages is None else self.ref[pages]
 
     def free_pages(self) -> np.ndarray:
         """The free pages, lowest first."""
