@@ -99,7 +99,7 @@ class TieredKVCacheManager(KVCacheManager):
 
     def adopt(self, pages: Iterable[int]) -> None:
         """The cache takes its hold on freshly allocated pages (loaded-back nodes)."""
-        self._cache_pages.update(int(p) for p in pages)
+        self._set_cached(np.asarray(list(pages), dtype=np.int64), True)
 
     def take_transfers(self) -> list[tuple[str, int, int]]:
         """The copies queued since the last plan, in order (for `BatchPlan.transfers`)."""
@@ -115,7 +115,7 @@ class TieredKVCacheManager(KVCacheManager):
         freed = self.prefix_cache.invalidate(dev, host)
         pages = np.unique(np.asarray(freed, dtype=np.int64) // self.page_size)
         self.allocator.release(pages)
-        self._cache_pages.difference_update(pages.tolist())
+        self._set_cached(pages, False)
 
     def stats(self) -> dict[str, Any]:
         """`KVCacheManager.stats` plus the host tier: pages, used, loaded and saved pages."""
