@@ -13,7 +13,7 @@ cached starts at RoPE position `start_pos` and its cached tokens never touch the
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 from radixlab import architectures
 from radixlab.attention import resolve_backend
 from radixlab.kvpool import KVPool
+from radixlab.packed_model import Packed, linear
 from radixlab.registry import attention_backends
 
 
@@ -45,6 +46,45 @@ class FlatBatch:
     page_table: torch.Tensor   # [B, max_pages] int32
     seq_lens: torch.Tensor     # [B] context length after this step
     q_lens: torch.Tensor       # [B] new tokens per request
+
+
+@dataclass
+class LayerBatch:
+    """What a layer knows about the batch: where the new tokens' K/V go and each request's
+    lengths (the new tokens of request b are the last q_lens[b] of its seq_lens[b])."""
+
+    write_slots: torch.Tensor   # [T] slot of each new token, request after request
+    page_table: torch.Tensor    # [B, max_pages] int32
+    seq_lens: torch.Tensor      # [B] tokens in the pool after this step
+    q_lens: torch.Tensor        # [B] new tokens
+
+
+@dataclass
+class LayerInput:
+    """The inputs of one layer's attention block for one ragged batch (`PagedModel`'s
+    `attention_layer` hook gets one per decoder layer)."""
+
+    layer: torch.nn.Module      # HF decoder layer; .self_attn: q/k/v/o_proj, head_dim, scaling
+    index: int                  # which layer: the pool keeps one K and one V tensor per layer
+    x: torch.Tensor             # [T, hidden]: the new tokens' hidden states after input_layernorm
+    pool: KVPool                # pool.write(index, slots, k, v); pool.k[index], pool.v[index]
+    batch: LayerBatch
+    rotary: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # positions -> cos, sin
+    attention: Callable[..., torch.Tensor]   # (q, k_pages, v_pages, page_table, seq_lens, q_lens,
+    plan: Any = None                         #  scale, plan) -> [T, q_heads, head_dim]
+
+
+def rotary_of(hf_model: torch.nn.Module) -> Callable[[torch.Tensor], tuple]:
+    """positions [T] -> (cos, sin) [T, head_dim], from the model's own rotary embedding."""
+    inner = hf_model.model
+
+    def rotary(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.as_tensor(positions, dtype=torch.long)
+        ref = inner.embed_tokens.weight[:1]
+        cos, sin = inner.rotary_emb(ref[None].expand(1, len(positions), -1), positions[None])
+        return cos[0], sin[0]
+
+    return rotary
 
 
 def rope_positions(start_pos: int, n: int) -> np.ndarray:
@@ -96,7 +136,11 @@ def flatten_batch(seqs: Sequence[SeqInput], page_size: int, device=None) -> Flat
 
 
 class PagedModel:
-    """HF weights + our paged KV pool; `tokens_computed` counts tokens that went through layers."""
+    """HF weights + our paged KV pool; `tokens_computed` counts tokens that went through layers.
+
+    `attention_layer`, when given, is every decoder layer's attention block:
+    `h = h + attention_layer(LayerInput(...))` replaces the built-in projections, RoPE, K/V write,
+    attention and output projection (notebook 08's exercise); it must return [T, hidden]."""
 
     def __init__(
         self,
@@ -105,7 +149,11 @@ class PagedModel:
         page_size: int = 16,
         pool_tokens: int = 4096,
         attention: Any = "auto",
+        attention_layer: Callable[[LayerInput], torch.Tensor] | None = None,
     ) -> None:
+        if attention_layer is not None and not callable(attention_layer):
+            raise TypeError(f"attention_layer must be a function of a LayerInput or None, got "
+                            f"{attention_layer!r}")
         config = hf_model.config
         self.arch = architectures.check(config)
         self.hf = hf_model.eval()
@@ -120,6 +168,9 @@ class PagedModel:
         self.pool = pool
         self.attention = resolve_backend(attention, self.device)
         self._prepare = getattr(self.attention, "prepare", _no_plan)
+        self.attention_layer = attention_layer
+        self.rotary = rotary_of(hf_model)
+        self._packed = Packed(hf_model, self.arch, pool)
         self.vocab_size = int(config.vocab_size)
         self.tokens_computed = 0
         self.forwards = 0
@@ -143,36 +194,75 @@ class PagedModel:
         (or of every new token [T, V] with all_logits)."""
         inner = self.hf.model
         h = inner.embed_tokens(batch.tokens)
-        cos, sin = inner.rotary_emb(h[None], batch.positions[None])
-        cos, sin = cos[0], sin[0]
         n = h.shape[0]
         plan = self._prepare(batch.page_table, batch.seq_lens, batch.q_lens, self.page_size)
-        for i, layer in enumerate(inner.layers):
-            attn = layer.self_attn
-            q, k, v = self.arch.qkv(attn, layer.input_layernorm(h))
-            q, k = self.arch.rotate(q, k, cos, sin)
-            self.pool.write(i, batch.write_slots, k, v)
-            o = self.attention(
-                q, self.pool.k[i], self.pool.v[i], batch.page_table, batch.seq_lens,
-                batch.q_lens, attn.scaling, plan,
-            )
-            if o.shape != q.shape:
-                raise ValueError(
-                    f"attention backend {attention_backends.label(self.attention)!r} returned "
-                    f"shape {tuple(o.shape)}; expected q's shape {tuple(q.shape)} "
-                    f"[tokens, q_heads, head_dim]"
-                )
-            h = h + attn.o_proj(o.reshape(n, -1))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        packed = None if self.attention_layer is not None else self._packed.current()
+        if packed is not None:
+            _check_slots(batch.write_slots, self.pool.num_slots)
+            h = packed.layers_forward(h, batch, self.attention, plan, self._check_attention)
+        else:
+            h = self._layers_forward(h, batch, plan)
         self.tokens_computed += n
         self.forwards += 1
-        if not all_logits:
+        if not all_logits and n != len(batch.q_lens):
             h = h[torch.cumsum(batch.q_lens, 0) - 1]
+        if packed is not None:
+            return linear(packed.norm(h), packed.lm_head, packed.lm_bias)
         return self.hf.lm_head(inner.norm(h))
+
+    def _layers_forward(self, h: torch.Tensor, batch: FlatBatch, plan: Any) -> torch.Tensor:
+        """The general path: the HF modules and the family's adapter, layer by layer."""
+        inner = self.hf.model
+        cos, sin = inner.rotary_emb(h[None], batch.positions[None])
+        cos, sin = cos[0], sin[0]
+        view = LayerBatch(batch.write_slots, batch.page_table, batch.seq_lens, batch.q_lens)
+        for i, layer in enumerate(inner.layers):
+            x = layer.input_layernorm(h)
+            if self.attention_layer is None:
+                a = self._attention_block(i, layer, x, batch, cos, sin, plan)
+            else:
+                a = self.attention_layer(LayerInput(layer, i, x, self.pool, view, self.rotary,
+                                                    self.attention, plan))
+                if not isinstance(a, torch.Tensor) or a.shape != h.shape:
+                    got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                    raise ValueError(f"attention_layer {self.attention_layer!r} returned {got}; "
+                                     f"expected {tuple(h.shape)} [tokens, hidden]")
+            h = h + a
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return h
+
+    def _attention_block(self, i: int, layer: torch.nn.Module, x: torch.Tensor,
+                         batch: FlatBatch, cos: torch.Tensor, sin: torch.Tensor, plan: Any
+                         ) -> torch.Tensor:
+        attn = layer.self_attn
+        q, k, v = self.arch.qkv(attn, x)
+        q, k = self.arch.rotate(q, k, cos, sin)
+        self.pool.write(i, batch.write_slots, k, v)
+        o = self.attention(q, self.pool.k[i], self.pool.v[i], batch.page_table, batch.seq_lens,
+                           batch.q_lens, attn.scaling, plan)
+        self._check_attention(o, q)
+        return attn.o_proj(o.reshape(x.shape[0], -1))
+
+    def _check_attention(self, o: torch.Tensor, q: torch.Tensor) -> None:
+        if o.shape != q.shape:
+            raise ValueError(
+                f"attention backend {attention_backends.label(self.attention)!r} returned "
+                f"shape {tuple(o.shape)}; expected q's shape {tuple(q.shape)} "
+                f"[tokens, q_heads, head_dim]"
+            )
 
     def forward_seqs(self, seqs: Sequence[SeqInput], all_logits: bool = False) -> torch.Tensor:
         """`forward` on a list of `SeqInput`s."""
         return self.forward(flatten_batch(seqs, self.page_size, self.device), all_logits)
+
+
+def _check_slots(slots: torch.Tensor, num_slots: int) -> None:
+    """`KVPool.write`'s range check, once per forward instead of once per layer."""
+    if slots.numel():
+        lo, hi = torch.aminmax(slots)
+        if int(lo) < 0 or int(hi) >= num_slots:
+            bad = slots[(slots < 0) | (slots >= num_slots)][0]
+            raise ValueError(f"slots: slot {int(bad)} out of range 0..{num_slots - 1}")
 
 
 def _no_plan(page_table, seq_lens, q_lens, page_size) -> None:

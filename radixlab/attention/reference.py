@@ -9,7 +9,7 @@ they see the whole cached prefix and, causally, each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -87,6 +87,28 @@ class BatchIndex:
     pages: torch.Tensor      # [B, P] each request's pages (0 where padding); keys = P * page_size
     visible: torch.Tensor    # [B, Qm, P * page_size] key visible: in range and not in the future
     out_rows: torch.Tensor   # [n] flat rows this group's outputs go to (rows[q_valid])
+    causal: bool = False     # no cached prefix anywhere: `visible` is SDPA's own causal mask
+    real: torch.Tensor | None = None   # [n] real queries among the B * Qm (None: no padding)
+    whole: bool = False      # out_rows are every row of q, in order
+
+
+@dataclass
+class DecodeIndex:
+    """Where a group of one-token requests' keys are. A decode sees every key of its request,
+    so there is no causal mask and no query padding; only keys past seq_len are masked."""
+
+    pages: torch.Tensor      # [B, P] each request's pages (0 where padding)
+    valid: torch.Tensor      # [B, 1, 1, P * page_size] key in range
+    out_rows: torch.Tensor   # [B] rows of q this group's queries are (and its outputs go to)
+    whole: bool = False      # out_rows are every row of q, in order
+    _bias: dict = field(default_factory=dict, repr=False)
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """`valid` as SDPA's additive mask (0 or -inf) in `dtype`, made once per dtype."""
+        if dtype not in self._bias:
+            zero = torch.zeros(self.valid.shape, dtype=dtype, device=self.valid.device)
+            self._bias[dtype] = zero.masked_fill_(~self.valid, float("-inf"))
+        return self._bias[dtype]
 
 
 def index_batch(
@@ -99,17 +121,43 @@ def index_batch(
     """The padded index of a group of requests whose queries start at rows q_starts of q."""
     dev = page_table.device
     seq_lens, q_lens, q_starts = seq_lens.to(dev), q_lens.to(dev), q_starts.to(dev)
-    qi = torch.arange(int(q_lens.max()), device=dev)
+    longest = int(q_lens.max())
+    qi = torch.arange(longest, device=dev)
     q_valid = qi[None, :] < q_lens[:, None]
     rows = torch.where(q_valid, q_starts[:, None] + qi[None, :], 0)
     q_pos = (seq_lens - q_lens)[:, None] + qi[None, :]
+    pages, k_valid, pos = _key_pages(page_table, seq_lens, page_size)
+    visible = k_valid[:, None, :] & (pos[None, None, :] <= q_pos[:, :, None])
+    padded = bool((q_lens != longest).any())
+    real = q_valid.reshape(-1).nonzero().squeeze(1) if padded else None
+    return BatchIndex(rows, q_valid, pages, visible, rows[q_valid],
+                      causal=bool((q_lens == seq_lens).all()), real=real)
+
+
+def _key_pages(page_table, seq_lens, page_size):
+    """(pages [B, P] with 0 where padding, key in range [B, P * page_size], key positions)."""
+    dev = page_table.device
     n_pages = -(-int(seq_lens.max()) // page_size)
     pos = torch.arange(n_pages * page_size, device=dev)
     k_valid = pos[None, :] < seq_lens[:, None]
-    page_ok = k_valid[:, ::page_size]
-    pages = torch.where(page_ok, page_table[:, :n_pages].long(), 0)
-    visible = k_valid[:, None, :] & (pos[None, None, :] <= q_pos[:, :, None])
-    return BatchIndex(rows, q_valid, pages, visible, rows[q_valid])
+    pages = torch.where(k_valid[:, ::page_size], page_table[:, :n_pages].long(), 0)
+    return pages, k_valid, pos
+
+
+def index_decode(page_table: torch.Tensor, seq_lens: torch.Tensor, out_rows: torch.Tensor,
+                 page_size: int) -> DecodeIndex:
+    """The index of a group of one-token requests whose queries are rows `out_rows` of q."""
+    pages, k_valid, _ = _key_pages(page_table, seq_lens.to(page_table.device), page_size)
+    return DecodeIndex(pages, k_valid[:, None, None, :], out_rows)
+
+
+def _gather_kv(k_pages, v_pages, pages):
+    """Keys and values of the pages [B, P], a whole page at a time: [B, Hkv, P * page_size, D]."""
+    batch, kv_heads, head_dim = pages.shape[0], k_pages.shape[2], k_pages.shape[3]
+    flat = pages.reshape(-1)  # index_select: a fast gather
+    k = k_pages.index_select(0, flat).view(batch, -1, kv_heads, head_dim)
+    v = v_pages.index_select(0, flat).view(batch, -1, kv_heads, head_dim)
+    return k.transpose(1, 2), v.transpose(1, 2)
 
 
 def attend_indexed(
@@ -117,16 +165,33 @@ def attend_indexed(
 ) -> torch.Tensor:
     """Gather keys/values a whole page at a time (`index.pages`), queries by `index.rows`, one
     fused SDPA call; returns the real queries' outputs, [len(index.out_rows), q_heads, head_dim]."""
-    batch, kv_heads, head_dim = index.pages.shape[0], k_pages.shape[2], k_pages.shape[3]
-    pages, rows = index.pages.reshape(-1), index.rows.reshape(-1)  # index_select: a fast gather
-    k = k_pages.index_select(0, pages).view(batch, -1, kv_heads, head_dim)  # [B, L, Hkv, D]
-    v = v_pages.index_select(0, pages).view(batch, -1, kv_heads, head_dim)
-    qb = q.index_select(0, rows).view(batch, -1, *q.shape[1:])              # [B, Qm, H, D]
+    if isinstance(index, DecodeIndex):
+        return attend_decode(q, k_pages, v_pages, index, scale)
+    k, v = _gather_kv(k_pages, v_pages, index.pages)                       # [B, Hkv, L, D]
+    batch, heads = index.pages.shape[0], q.shape[1]
+    qb = q.index_select(0, index.rows.reshape(-1)).view(batch, -1, *q.shape[1:])  # [B, Qm, H, D]
+    mask = None if index.causal else index.visible[:, None]
     out = torch.nn.functional.scaled_dot_product_attention(
-        qb.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),           # [B, H, Qm|L, D]
-        attn_mask=index.visible[:, None], scale=scale, enable_gqa=True,
-    )
-    return out.transpose(1, 2)[index.q_valid]
+        qb.transpose(1, 2), k, v, attn_mask=mask, is_causal=index.causal, scale=scale,
+        enable_gqa=True,
+    ).transpose(1, 2).reshape(-1, heads, q.shape[2])                       # [B * Qm, H, D]
+    return out if index.real is None else out.index_select(0, index.real)
+
+
+def attend_decode(
+    q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, index: DecodeIndex,
+    scale: float,
+) -> torch.Tensor:
+    """One query per request over all its keys: the query heads sharing a KV head go in as rows
+    of that head (GQA without repeating keys), one SDPA call; [B, q_heads, head_dim]."""
+    k, v = _gather_kv(k_pages, v_pages, index.pages)                       # [B, Hkv, L, D]
+    batch, kv_heads, head_dim = k.shape[0], k.shape[1], q.shape[2]
+    qs = q if index.whole else q.index_select(0, index.out_rows)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        qs.reshape(batch, kv_heads, -1, head_dim), k, v, attn_mask=index.bias(q.dtype),
+        scale=scale,
+    )                                                                      # [B, Hkv, group, D]
+    return out.reshape(batch, -1, head_dim)
 
 
 def extend_batched(
@@ -155,9 +220,11 @@ def decode_batched(
     seq_lens: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    """`decode_reference` without the Python loop (`extend_batched` with one query each)."""
-    return extend_batched(q, k_pages, v_pages, page_table, seq_lens, torch.ones_like(seq_lens),
-                          scale)
+    """`decode_reference` without the Python loop: one query per request, no causal mask."""
+    rows = torch.arange(page_table.shape[0], device=page_table.device)
+    index = index_decode(page_table, seq_lens, rows, k_pages.shape[1])
+    index.whole = True
+    return attend_decode(q, k_pages, v_pages, index, scale)
 
 
 def plan_extend(
@@ -166,16 +233,28 @@ def plan_extend(
     q_lens: torch.Tensor,
     page_size: int,
     max_padding: float = 1.1,
-) -> list[BatchIndex]:
+) -> list[BatchIndex | DecodeIndex]:
     """Bucket requests by query length (longest first) so that padding a bucket to its longest
-    costs at most `max_padding` times its real work (all decodes land in one bucket)."""
+    costs at most `max_padding` times its real work; the one-token requests (decodes) form
+    one bucket of their own, a `DecodeIndex`."""
+    dev = page_table.device
     lens = q_lens.tolist()
+    seq_lens, q_lens = seq_lens.to(dev), q_lens.to(dev)
     starts = torch.cumsum(q_lens, 0) - q_lens
-    plan = []
+    plan: list[BatchIndex | DecodeIndex] = []
     for bucket in _buckets(lens, max_padding):
-        idx = torch.tensor(bucket, device=page_table.device)
-        plan.append(index_batch(page_table[idx], seq_lens.to(idx.device)[idx],
-                                q_lens.to(idx.device)[idx], starts.to(idx.device)[idx], page_size))
+        if len(bucket) == len(lens):
+            idx = None
+        else:
+            idx = torch.tensor(bucket, device=dev)
+        pick = (lambda t: t) if idx is None else (lambda t, idx=idx: t[idx])
+        if lens[bucket[0]] == 1:
+            index = index_decode(pick(page_table), pick(seq_lens), pick(starts), page_size)
+        else:
+            index = index_batch(pick(page_table), pick(seq_lens), pick(q_lens), pick(starts),
+                                page_size)
+        index.whole = idx is None
+        plan.append(index)
     return plan
 
 
@@ -187,15 +266,17 @@ def extend_fast(
     seq_lens: torch.Tensor,
     q_lens: torch.Tensor,
     scale: float,
-    plan: list[BatchIndex] | None = None,
+    plan: list[BatchIndex | DecodeIndex] | None = None,
 ) -> torch.Tensor:
     """The CPU path: one `attend_indexed` call per bucket of `plan_extend` (pass `plan` to
     reuse one built for an earlier layer of the same batch)."""
     if plan is None:
         plan = plan_extend(page_table, seq_lens, q_lens, k_pages.shape[1])
-    out = torch.empty_like(q)
+    if len(plan) == 1 and plan[0].whole:
+        return attend_indexed(q, k_pages, v_pages, plan[0], scale)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     for index in plan:
-        out[index.out_rows.to(q.device)] = attend_indexed(q, k_pages, v_pages, index, scale)
+        out.index_copy_(0, index.out_rows, attend_indexed(q, k_pages, v_pages, index, scale))
     return out
 
 

@@ -6,47 +6,25 @@ into the new tokens' slots, paged attention, output projection). Its conformance
 (`radixlab.conformance.paged_layer`) feeds it, layer by layer, the very hidden states
 `transformers` computes for the same prompt, step after step (so a later step attends to the K/V
 the learner's layer wrote earlier), and compares each output with the HF attention module's.
-`LayerModel` is `PagedModel` with the learner's layer in every decoder layer;
-`use_layer(engine, layer)` puts it under an `Engine`.
+`LayerInput` and the hook that calls the learner's layer live in `radixlab.model`
+(`PagedModel(..., attention_layer=layer)`); `use_layer(engine, layer)` puts such a model under
+an `Engine`.
 The shipped model is a Llama; the reference layer covers the Llama/Qwen2 attention.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from radixlab.exercises.framework import Build
 from radixlab.kvpool import KVPool
-from radixlab.model import PagedModel
+from radixlab.model import LayerBatch, LayerInput, PagedModel, rotary_of
 
-
-@dataclass
-class LayerBatch:
-    """What a layer knows about the batch: where the new tokens' K/V go and each request's
-    lengths (the new tokens of request b are the last q_lens[b] of its seq_lens[b])."""
-
-    write_slots: torch.Tensor   # [T] slot of each new token, request after request
-    page_table: torch.Tensor    # [B, max_pages] int32
-    seq_lens: torch.Tensor      # [B] tokens in the pool after this step
-    q_lens: torch.Tensor        # [B] new tokens
-
-
-@dataclass
-class LayerInput:
-    """The inputs of one layer's attention block for one ragged batch."""
-
-    layer: torch.nn.Module      # HF decoder layer; .self_attn: q/k/v/o_proj, head_dim, scaling
-    index: int                  # which layer: the pool keeps one K and one V tensor per layer
-    x: torch.Tensor             # [T, hidden]: the new tokens' hidden states after input_layernorm
-    pool: KVPool                # pool.write(index, slots, k, v); pool.k[index], pool.v[index]
-    batch: LayerBatch
-    rotary: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # positions -> cos, sin
-    attention: Callable[..., torch.Tensor]   # (q, k_pages, v_pages, page_table, seq_lens, q_lens,
-    plan: Any = None                         #  scale, plan) -> [T, q_heads, head_dim]
+__all__ = ["LayerBatch", "LayerInput", "LayerModel", "check_layer", "layer", "reference_layer",
+           "rotary_of", "use_layer"]
 
 
 def reference_layer(inp: LayerInput) -> torch.Tensor:
@@ -67,51 +45,19 @@ def reference_layer(inp: LayerInput) -> torch.Tensor:
     return attn.o_proj(o.reshape(n, -1))
 
 
-def rotary_of(hf_model: torch.nn.Module) -> Callable[[torch.Tensor], tuple]:
-    """positions [T] -> (cos, sin) [T, head_dim], from the model's own rotary embedding."""
-    inner = hf_model.model
-
-    def rotary(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.as_tensor(positions, dtype=torch.long)
-        ref = inner.embed_tokens.weight[:1]
-        cos, sin = inner.rotary_emb(ref[None].expand(1, len(positions), -1), positions[None])
-        return cos[0], sin[0]
-
-    return rotary
-
-
 class LayerModel(PagedModel):
-    """`PagedModel` whose attention block, in every decoder layer, is `layer(LayerInput)`."""
+    """`PagedModel` whose attention block, in every decoder layer, is `layer(LayerInput)` (its
+    `attention_layer` hook)."""
 
     def __init__(self, hf_model: torch.nn.Module, layer: Callable[[LayerInput], torch.Tensor],
                  **kwargs: Any) -> None:
-        super().__init__(hf_model, **kwargs)
-        self.layer_fn = layer
-        self.rotary = rotary_of(hf_model)
-
-    @torch.inference_mode()
-    def forward(self, batch: Any, all_logits: bool = False) -> torch.Tensor:
-        inner = self.hf.model
-        h = inner.embed_tokens(batch.tokens)
-        prepare = getattr(self.attention, "prepare", None)
-        plan = None if prepare is None else prepare(
-            batch.page_table, batch.seq_lens, batch.q_lens, self.page_size)
-        view = LayerBatch(batch.write_slots, batch.page_table, batch.seq_lens, batch.q_lens)
-        for i, layer in enumerate(inner.layers):
-            x = layer.input_layernorm(h)
-            h = h + self.layer_fn(LayerInput(layer, i, x, self.pool, view, self.rotary,
-                                             self.attention, plan))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        self.tokens_computed += h.shape[0]
-        self.forwards += 1
-        if not all_logits:
-            h = h[torch.cumsum(batch.q_lens, 0) - 1]
-        return self.hf.lm_head(inner.norm(h))
+        super().__init__(hf_model, attention_layer=layer, **kwargs)
 
 
 def use_layer(engine: Any, layer: Callable[[LayerInput], torch.Tensor]) -> LayerModel:
-    """Put `layer` under an `Engine`: its model becomes a `LayerModel` on the same weights and
-    pool (the cache and router are unchanged). Returns the new model."""
+    """Put `layer` under an `Engine`: its model becomes a `LayerModel` (a `PagedModel` with
+    `attention_layer=layer`) on the same weights and pool (the cache and router are unchanged).
+    Returns the new model."""
     model = LayerModel(engine.hf_model, layer, pool=engine.model.pool,
                        attention=engine.model.attention)
     engine.model = engine.executor.model = model
