@@ -90,6 +90,7 @@ class BatchIndex:
     causal: bool = False     # no cached prefix anywhere: `visible` is SDPA's own causal mask
     real: torch.Tensor | None = None   # [n] real queries among the B * Qm (None: no padding)
     whole: bool = False      # out_rows are every row of q, in order
+    scratch: dict = field(default_factory=dict, repr=False)   # gather buffers, reused
 
 
 @dataclass
@@ -101,6 +102,7 @@ class DecodeIndex:
     valid: torch.Tensor      # [B, 1, 1, P * page_size] key in range
     out_rows: torch.Tensor   # [B] rows of q this group's queries are (and its outputs go to)
     whole: bool = False      # out_rows are every row of q, in order
+    scratch: dict = field(default_factory=dict, repr=False)   # gather buffers, reused
     _bias: dict = field(default_factory=dict, repr=False)
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor:
@@ -151,12 +153,20 @@ def index_decode(page_table: torch.Tensor, seq_lens: torch.Tensor, out_rows: tor
     return DecodeIndex(pages, k_valid[:, None, None, :], out_rows)
 
 
-def _gather_kv(k_pages, v_pages, pages):
-    """Keys and values of the pages [B, P], a whole page at a time: [B, Hkv, P * page_size, D]."""
+def _gather_kv(k_pages, v_pages, pages, scratch):
+    """Keys and values of the pages [B, P], a whole page at a time: [B, Hkv, P * page_size, D].
+    They land in two buffers kept in `scratch` (the index's), so the layers of one forward
+    reuse them instead of allocating (and page-faulting) fresh ones every layer."""
     batch, kv_heads, head_dim = pages.shape[0], k_pages.shape[2], k_pages.shape[3]
     flat = pages.reshape(-1)  # index_select: a fast gather
-    k = k_pages.index_select(0, flat).view(batch, -1, kv_heads, head_dim)
-    v = v_pages.index_select(0, flat).view(batch, -1, kv_heads, head_dim)
+    key = (k_pages.shape[1:], k_pages.dtype, k_pages.device)
+    if key not in scratch:
+        shape = (flat.numel(), *k_pages.shape[1:])
+        scratch[key] = tuple(torch.empty(shape, dtype=k_pages.dtype, device=k_pages.device)
+                             for _ in range(2))
+    kbuf, vbuf = scratch[key]
+    k = torch.index_select(k_pages, 0, flat, out=kbuf).view(batch, -1, kv_heads, head_dim)
+    v = torch.index_select(v_pages, 0, flat, out=vbuf).view(batch, -1, kv_heads, head_dim)
     return k.transpose(1, 2), v.transpose(1, 2)
 
 
@@ -167,7 +177,7 @@ def attend_indexed(
     fused SDPA call; returns the real queries' outputs, [len(index.out_rows), q_heads, head_dim]."""
     if isinstance(index, DecodeIndex):
         return attend_decode(q, k_pages, v_pages, index, scale)
-    k, v = _gather_kv(k_pages, v_pages, index.pages)                       # [B, Hkv, L, D]
+    k, v = _gather_kv(k_pages, v_pages, index.pages, index.scratch)                       # [B, Hkv, L, D]
     batch, heads = index.pages.shape[0], q.shape[1]
     qb = q.index_select(0, index.rows.reshape(-1)).view(batch, -1, *q.shape[1:])  # [B, Qm, H, D]
     mask = None if index.causal else index.visible[:, None]
@@ -184,7 +194,7 @@ def attend_decode(
 ) -> torch.Tensor:
     """One query per request over all its keys: the query heads sharing a KV head go in as rows
     of that head (GQA without repeating keys), one SDPA call; [B, q_heads, head_dim]."""
-    k, v = _gather_kv(k_pages, v_pages, index.pages)                       # [B, Hkv, L, D]
+    k, v = _gather_kv(k_pages, v_pages, index.pages, index.scratch)                       # [B, Hkv, L, D]
     batch, kv_heads, head_dim = k.shape[0], k.shape[1], q.shape[2]
     qs = q if index.whole else q.index_select(0, index.out_rows)
     out = torch.nn.functional.scaled_dot_product_attention(
