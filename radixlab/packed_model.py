@@ -8,7 +8,7 @@ same formulas with fewer and cheaper calls, which is what a small model's step i
 - every projection is one `mm`/`addmm` over a weight transposed once to [in, out] (oneDNN/MKL
   run small-batch GEMMs about twice as fast that way), q/k/v as one GEMM, the residual adds
   folded into the output GEMMs (`addmm`);
-- RMSNorm and RoPE are HF's formulas inline (`rotate_half(x) * sin` as `flip(x) * signed sin`,
+- RMSNorm and RoPE are HF's formulas inline (`rotate_half(x) * sin` as `roll(x) * signed sin`,
   bit for bit the same), RoPE's cos/sin looked up in a table made by HF's rotary embedding;
 - the MLP's activation and product in place.
 
@@ -40,10 +40,11 @@ class Norm:
     eps: float
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """HF's RMSNorm, op for op."""
-        x32 = x.to(torch.float32)
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * y.to(x.dtype)
+        """HF's RMSNorm, op for op (in place where that changes no result)."""
+        x32 = x if x.dtype is torch.float32 else x.to(torch.float32)
+        y = x32 * x32.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+        y = y if y.dtype is x.dtype else y.to(x.dtype)
+        return y.mul_(self.weight) if self.weight.dtype == y.dtype else self.weight * y
 
 
 @dataclass
@@ -167,12 +168,17 @@ class RopeTable:
         self.sin = torch.cat((-sin[:, :half], sin[:, half:]), -1)[:, None].contiguous()
 
 
+def _store(pages: torch.Tensor, slots: torch.Tensor, x: torch.Tensor) -> None:
+    """`KVPool.write` of one of K/V without its checks (`PagedModel.forward` did them)."""
+    flat = pages.view(-1, *pages.shape[2:])
+    flat.index_copy_(0, slots, x if x.dtype is pages.dtype else x.to(pages.dtype))
+
+
 def rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """HF's `x * cos + rotate_half(x) * sin`: rotate_half(x) is flip(x) with the first half of
-    sin negated instead of x."""
-    d = x.shape[-1]
-    swapped = x.unflatten(-1, (2, d // 2)).flip(-2).flatten(-2)
-    return x * cos + swapped * signed_sin
+    """HF's `x * cos + rotate_half(x) * sin`, bit for bit: rotate_half(x) is x rolled by half
+    its width, with the first half of sin negated instead of x."""
+    swapped = torch.roll(x, x.shape[-1] // 2, -1).mul_(signed_sin)
+    return torch.mul(x, cos).add_(swapped)
 
 
 class Packed:
@@ -234,10 +240,8 @@ class Packed:
                 q = rope(p.q_norm(qkv[:, :qh]), cos, sin)
                 k = rope(p.k_norm(qkv[:, qh : qh + kvh]), cos, sin)
             k_pages, v_pages = pool.k[i], pool.v[i]
-            k_pages.view(-1, kvh, k.shape[-1]).index_copy_(0, batch.write_slots,
-                                                            k.to(k_pages.dtype))
-            v_pages.view(-1, kvh, k.shape[-1]).index_copy_(0, batch.write_slots,
-                                                            qkv[:, qh + kvh :].to(v_pages.dtype))
+            _store(k_pages, batch.write_slots, k)
+            _store(v_pages, batch.write_slots, qkv[:, qh + kvh :])
             o = attention(q, k_pages, v_pages, batch.page_table, batch.seq_lens, batch.q_lens,
                           p.scale, plan)
             check(o, q)
