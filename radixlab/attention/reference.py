@@ -92,6 +92,10 @@ class BatchIndex:
     whole: bool = False      # out_rows are every row of q, in order
     scratch: dict = field(default_factory=dict, repr=False)   # gather buffers, reused
 
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """`visible` as SDPA's additive mask [B, 1, Qm, L] in `dtype`, made once per dtype."""
+        return _additive(self.visible[:, None], dtype, self.scratch)
+
 
 @dataclass
 class DecodeIndex:
@@ -103,14 +107,19 @@ class DecodeIndex:
     out_rows: torch.Tensor   # [B] rows of q this group's queries are (and its outputs go to)
     whole: bool = False      # out_rows are every row of q, in order
     scratch: dict = field(default_factory=dict, repr=False)   # gather buffers, reused
-    _bias: dict = field(default_factory=dict, repr=False)
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """`valid` as SDPA's additive mask (0 or -inf) in `dtype`, made once per dtype."""
-        if dtype not in self._bias:
-            zero = torch.zeros(self.valid.shape, dtype=dtype, device=self.valid.device)
-            self._bias[dtype] = zero.masked_fill_(~self.valid, float("-inf"))
-        return self._bias[dtype]
+        """`valid` as SDPA's additive mask in `dtype`, made once per dtype."""
+        return _additive(self.valid, dtype, self.scratch)
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype, scratch: dict) -> torch.Tensor:
+    """A boolean mask as 0 / -inf in `dtype` (SDPA turns a boolean mask into this on every call;
+    an index makes it once per forward and every layer reuses it)."""
+    if dtype not in scratch:
+        zero = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+        scratch[dtype] = zero.masked_fill_(~mask, float("-inf"))
+    return scratch[dtype]
 
 
 def index_batch(
@@ -180,7 +189,7 @@ def attend_indexed(
     k, v = _gather_kv(k_pages, v_pages, index.pages, index.scratch)                       # [B, Hkv, L, D]
     batch, heads = index.pages.shape[0], q.shape[1]
     qb = q.index_select(0, index.rows.reshape(-1)).view(batch, -1, *q.shape[1:])  # [B, Qm, H, D]
-    mask = None if index.causal else index.visible[:, None]
+    mask = None if index.causal else index.bias(q.dtype)
     out = torch.nn.functional.scaled_dot_product_attention(
         qb.transpose(1, 2), k, v, attn_mask=mask, is_causal=index.causal, scale=scale,
         enable_gqa=True,
