@@ -139,6 +139,11 @@ class Engine:
     # ---------------------------------------------------------------- input checking
     def encode(self, prompt: str | Sequence[int] | np.ndarray, name: str = "prompt") -> list[int]:
         """Token ids of one prompt (text through the tokenizer), validated against the vocab."""
+        return self._encode(prompt, name).tolist()
+
+    def _encode(self, prompt: Any, name: str = "prompt") -> np.ndarray:
+        """`encode` as an int64 array of the engine's own (never the caller's array): passed
+        on, it is re-checked in O(1) Python work instead of a scan of a list."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("text prompts need a tokenizer; pass token ids or tokenizer=")
@@ -147,7 +152,7 @@ class Engine:
             prompt = self.tokenizer.encode(prompt)
         ids = validate.token_ids(prompt, name, vocab_size=self.model.vocab_size,
                                  allow_empty=False)
-        return ids.tolist()
+        return ids.copy() if ids is prompt else ids
 
     def _decode(self, ids: Sequence[int]) -> str | None:
         if self.tokenizer is None:
@@ -185,7 +190,7 @@ class Engine:
         queue (a stream over a batch); `namespace` keeps its prefixes apart from other
         namespaces' (a per-tenant salt).
         """
-        ids = self.encode(prompt)
+        ids = self._encode(prompt)
         max_new_tokens, temperature, top_p, seed, ignore_eos = validate.sampling(
             max_new_tokens, temperature, top_p, seed, ignore_eos)
         if sample_key is not None:
@@ -195,7 +200,7 @@ class Engine:
             rid = self.router.add_request(ids, max_new_tokens, temperature=temperature,
                                           top_p=top_p, seed=seed, ignore_eos=ignore_eos,
                                           namespace=namespace)
-            handle = RequestHandle(rid, ids, deque() if events is None else events)
+            handle = RequestHandle(rid, ids.tolist(), deque() if events is None else events)
             self._handles[rid] = handle
             if sample_key is not None:
                 self.executor.sample_keys[rid] = sample_key
@@ -317,7 +322,7 @@ class Engine:
             validate.flag(progress, "progress")
         stream = validate.flag(stream, "stream")
         namespace = validate.namespace(namespace)
-        ids = [self.encode(p, f"prompt {i}" if batch else "prompt") for i, p in enumerate(items)]
+        ids = [self._encode(p, f"prompt {i}" if batch else "prompt") for i, p in enumerate(items)]
         for p in ids:
             self.router.check_fits(len(p), sampling[0])
         queue: deque[TokenEvent] = deque()

@@ -259,6 +259,13 @@ class BlockTables:
 
     def append(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Room for n more tokens: (their slots, copy-on-write copies to do before writing)."""
+        pages = self._get(rid)
+        length, ps = self._len[rid], self.page_size
+        off = length % ps
+        if off and 0 < n <= ps - off and type(n) is int and self.allocator._ref[pages[-1]] == 1:
+            self._len[rid] = length + n     # a decode: room left in its own last page
+            base = pages[-1] * ps + off
+            return np.arange(base, base + n, dtype=np.int64), []
         needed, cow = self.plan_append(rid, n)
         new = self.allocator.alloc(needed)  # raises OutOfPagesError before any change
         pages = self._pages[rid]
