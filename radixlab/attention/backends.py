@@ -19,12 +19,9 @@ from typing import Any, Protocol
 
 import torch
 
-from radixlab.attention.reference import (
-    decode_batched,
-    extend_fast,
-    extend_reference,
-    plan_extend,
-)
+from radixlab.attention.batched import decode_batched
+from radixlab.attention.cascade import extend_cascade, plan_cascade
+from radixlab.attention.reference import extend_reference
 
 
 class AttentionBackend(Protocol):
@@ -36,11 +33,12 @@ class AttentionBackend(Protocol):
 
 
 def torch_backend(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale, plan=None):
-    """The CPU path the engine runs: requests bucketed by query length, one fused SDPA each."""
-    return extend_fast(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale, plan)
+    """The CPU path the engine runs: requests bucketed by query length, one fused SDPA each
+    (`batched.extend_fast`); a prefix every request shares is attended once (`cascade`)."""
+    return extend_cascade(q, k_pages, v_pages, page_table, seq_lens, q_lens, scale, plan)
 
 
-torch_backend.prepare = plan_extend  # type: ignore[attr-defined]
+torch_backend.prepare = plan_cascade  # type: ignore[attr-defined]
 torch_backend.decode = decode_batched  # type: ignore[attr-defined]
 
 
