@@ -4,7 +4,7 @@ every request shares, decode-only batches, fresh (causal) prefills with padding.
 from __future__ import annotations
 
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from radixlab.attention import paged_attention_decode, paged_attention_extend
@@ -75,12 +75,17 @@ def test_fresh_prefills_with_padding_take_the_causal_path(ps, lens, seed):
 @settings(max_examples=20)
 @given(st.sampled_from([1, 4, 16]), st.lists(st.integers(1, 60), min_size=1, max_size=6),
        st.lists(st.integers(2, 9), max_size=3), st.integers(0, 2**16))
+@example(4, [5], [2, 2, 2, 2, 2], 0)   # a decode padded into the bucket of 2-token chunks
 def test_decode_rows_alone_and_mixed_with_prefills(ps, ctx, chunks, seed):
     seq_lens = ctx + [c + 3 for c in chunks]
     q_lens = [1] * len(ctx) + chunks
     q, k, v, pt, sl, ql = make_batch(seed, seq_lens, q_lens, ps, 4, 2, 8, torch.float64)
     plan = plan_cascade(pt, sl, ql, ps)
-    assert sum(isinstance(i, DecodeIndex) for i in plan) == 1
+    starts = torch.cumsum(ql, 0) - ql
+    one_token_rows = set(starts[ql == 1].tolist())
+    for index in plan:
+        if isinstance(index, DecodeIndex):
+            assert set(index.out_rows.tolist()) <= one_token_rows
     want = dense_attention(q, k, v, pt, sl, ql)
     torch.testing.assert_close(torch_backend(q, k, v, pt, sl, ql, 8**-0.5, plan), want, **TOL)
     n = len(ctx)

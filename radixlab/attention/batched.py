@@ -205,7 +205,7 @@ def plan_extend(
         else:
             idx = torch.tensor(bucket, device=dev)
         pick = (lambda t: t) if idx is None else (lambda t, idx=idx: t[idx])
-        if lens[bucket[0]] == 1:
+        if all(lens[b] == 1 for b in bucket):
             index = index_decode(pick(page_table), pick(seq_lens), pick(starts), page_size)
         else:
             index = index_batch(pick(page_table), pick(seq_lens), pick(q_lens), pick(starts),
