@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -55,8 +56,8 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype, scratch: dict) -> torch.Te
     """A boolean mask as 0 / -inf in `dtype` (SDPA turns a boolean mask into this on every call;
     an index makes it once per forward and every layer reuses it)."""
     if dtype not in scratch:
-        zero = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-        scratch[dtype] = zero.masked_fill_(~mask, float("-inf"))
+        hidden = torch.full(mask.shape, float("-inf"), dtype=dtype, device=mask.device)
+        scratch[dtype] = hidden.masked_fill_(mask, 0.0)
     return scratch[dtype]
 
 
@@ -84,13 +85,21 @@ def index_batch(
 
 
 def _key_pages(page_table, seq_lens, page_size):
-    """(pages [B, P] with 0 where padding, key in range [B, P * page_size], key positions)."""
-    dev = page_table.device
-    n_pages = -(-int(seq_lens.max()) // page_size)
-    pos = torch.arange(n_pages * page_size, device=dev)
-    k_valid = pos[None, :] < seq_lens[:, None]
-    pages = torch.where(k_valid[:, ::page_size], page_table[:, :n_pages].long(), 0)
-    return pages, k_valid, pos
+    """(pages [B, P] with 0 where padding, key in range [B, P * page_size], key positions);
+    in numpy on a CPU, where a dozen small torch calls cost more than the work."""
+    if page_table.device.type != "cpu":
+        n_pages = -(-int(seq_lens.max()) // page_size)
+        pos = torch.arange(n_pages * page_size, device=page_table.device)
+        k_valid = pos[None, :] < seq_lens[:, None]
+        pages = torch.where(k_valid[:, ::page_size], page_table[:, :n_pages].long(), 0)
+        return pages, k_valid, pos
+    lens = seq_lens.numpy()
+    n_pages = -(-int(lens.max()) // page_size)
+    pos = np.arange(n_pages * page_size)
+    k_valid = pos[None, :] < lens[:, None]
+    pages = np.where(k_valid[:, ::page_size], page_table.numpy()[:, :n_pages], 0)
+    return (torch.from_numpy(pages.astype(np.int64, copy=False)), torch.from_numpy(k_valid),
+            torch.from_numpy(pos))
 
 
 def index_decode(page_table: torch.Tensor, seq_lens: torch.Tensor, out_rows: torch.Tensor,
@@ -196,6 +205,11 @@ def plan_extend(
     one bucket of their own, a `DecodeIndex`."""
     dev = page_table.device
     lens = q_lens.tolist()
+    if max(lens) == 1:      # decodes only: one bucket, the whole of q
+        index = index_decode(page_table, seq_lens, torch.arange(len(lens), device=dev),
+                             page_size)
+        index.whole = True
+        return [index]
     seq_lens, q_lens = seq_lens.to(dev), q_lens.to(dev)
     starts = torch.cumsum(q_lens, 0) - q_lens
     plan: list[BatchIndex | DecodeIndex] = []

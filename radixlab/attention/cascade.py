@@ -44,14 +44,15 @@ class CascadeIndex:
 def shared_pages(page_table: torch.Tensor, seq_lens: torch.Tensor, q_lens: torch.Tensor,
                  page_size: int) -> int:
     """How many leading pages every request has in common and has fully cached (so that each
-    new token sees every key in them)."""
+    new token sees every key in them); CPU tensors."""
     if page_table.shape[0] < 2:
         return 0
-    whole = int((seq_lens - q_lens).min()) // page_size
+    whole = int((seq_lens - q_lens).numpy().min()) // page_size
     if whole == 0:
         return 0
-    same = (page_table[:, :whole] == page_table[:1, :whole]).all(0)
-    return whole if bool(same.all()) else int(same.to(torch.int8).argmin())
+    table = page_table.numpy()[:, :whole]
+    same = (table == table[:1]).all(0)
+    return whole if bool(same.all()) else int(same.argmin())
 
 
 def plan_cascade(page_table: torch.Tensor, seq_lens: torch.Tensor, q_lens: torch.Tensor,
