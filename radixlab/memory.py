@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from contextlib import suppress
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -452,6 +453,9 @@ class KVCacheManager:
 
     def reserve(self, rid: Hashable, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Room for n more tokens: (new slots, copies). Evicts unlocked cache entries when short."""
+        if self.allocator.num_free:
+            with suppress(OutOfPagesError):   # raised before any change
+                return self.tables.append(rid, n)
         needed = self.plan(rid, n)
         if needed > self.allocator.num_free:
             free = self.allocator.num_free
