@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from contextlib import suppress
 from collections.abc import Hashable, Iterable, Sequence
+from contextlib import suppress
 from typing import Any, Protocol
 
 import numpy as np

@@ -8,6 +8,12 @@ writes the new tokens' K/V into their slots of a `KVPool` and attends over the p
 `radixlab.attention`. A batch is ragged and flattened, as in SGLang: the tokens of many requests
 go through the layers as one [T, hidden] matrix; a request whose first `start_pos` tokens are
 cached starts at RoPE position `start_pos` and its cached tokens never touch the layers.
+
+Two paths compute the layers. The general one (`_layers_forward`, `_attention_block`) calls the
+HF modules and the adapter: it is the definition, and it runs whenever the fast one does not
+apply (another device, an adapter or module it does not know, a forward hook, an
+`attention_layer`). On a CPU, `radixlab.packed_model` computes the same formulas over weights
+packed once, in far fewer torch calls (tests/test_packed_model.py holds the two together).
 """
 
 from __future__ import annotations
@@ -191,7 +197,8 @@ class PagedModel:
     @torch.inference_mode()
     def forward(self, batch: FlatBatch, all_logits: bool = False) -> torch.Tensor:
         """Run the new tokens through every layer; logits of each request's last token [B, V]
-        (or of every new token [T, V] with all_logits)."""
+        (or of every new token [T, V] with all_logits). The packed CPU path when it applies,
+        else the general one."""
         inner = self.hf.model
         h = inner.embed_tokens(batch.tokens)
         n = h.shape[0]
@@ -234,6 +241,8 @@ class PagedModel:
     def _attention_block(self, i: int, layer: torch.nn.Module, x: torch.Tensor,
                          batch: FlatBatch, cos: torch.Tensor, sin: torch.Tensor, plan: Any
                          ) -> torch.Tensor:
+        """Layer i's attention block: q/k/v, RoPE at the true positions, K/V into the new tokens'
+        slots, paged attention over the pool, output projection."""
         attn = layer.self_attn
         q, k, v = self.arch.qkv(attn, x)
         q, k = self.arch.rotate(q, k, cos, sin)
