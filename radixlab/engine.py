@@ -265,6 +265,14 @@ class Engine:
             self.router.abort(rid)
         self._close(handle, "abort")
 
+    def forget(self, rid: int) -> None:
+        """Drop the records of a request that finished (or was aborted) and was handed back:
+        a server calls this so memory stays flat however many requests it serves."""
+        with self._lock:
+            if rid in self._handles:
+                raise ValueError(f"request {rid!r} has not finished")
+            self.router.forget(rid)
+
     def has_work(self) -> bool:
         """Whether any request is waiting or running."""
         return self.router.has_work()

@@ -213,6 +213,15 @@ class Router:
                 f"pages but the whole pool has {self.num_pages} (page_size {self.page_size})"
             )
 
+    def forget(self, rid: int) -> None:
+        """Drop a finished request's record and stats (a long-running server calls this once it
+        has reported the request, so memory does not grow with every request served)."""
+        req = self.requests.get(rid) if validate.is_int(rid) else None
+        if req is None or req.state != "finished":
+            raise ValueError(f"no finished request with id {rid!r}")
+        del self.requests[req.rid]
+        self.metrics.requests.pop(req.rid, None)
+
     def abort(self, rid: int) -> None:
         """Drop a request: cache what it computed, unlock and release its pages.
 

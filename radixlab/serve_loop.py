@@ -133,6 +133,7 @@ class EngineLoop:
                 self.engine.abort(h.rid)
                 if self.on_finish is not None:
                     self.on_finish(h)
+                self.engine.forget(h.rid)
 
     def _run(self) -> None:
         while True:
@@ -169,6 +170,7 @@ class EngineLoop:
             self._owner.pop(ev.rid, None)
             if self.on_finish is not None:
                 self.on_finish(ticket.handles[index])
+            self.engine.forget(ev.rid)
         ticket.put((index, ev))
 
     def _abort_all(self, error: BaseException) -> None:

@@ -1,9 +1,9 @@
 """`course.py grade`: notebooks run from a copy, one row per exercise, exit 0 iff all correct.
 
-The default run grades a small notebook made here (a stub, a solution, a mutant, a cell that
-does not parse). With RADIXLAB_GRADE_NOTEBOOKS=1 (a few minutes) the real notebooks are graded
-with the model solutions pasted in (every row Correct), and notebook 10 with a mutant pasted
-into its stub (its Incorrect row).
+A small notebook made here (a stub, a solution, a mutant, a cell that does not parse), then the
+real notebooks with the model solutions pasted in (every row Correct) and notebook 10 with a
+mutant pasted into its stub (its Incorrect row); the real ones take a few minutes
+(RADIXLAB_SKIP_GRADE_NOTEBOOKS=1 skips them).
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ def test_exit_status_is_zero_only_when_every_exercise_is_correct(tmp_path, capsy
         grade.main([str(tmp_path / "missing.ipynb")])
 
 
-REAL = pytest.mark.skipif(os.environ.get("RADIXLAB_GRADE_NOTEBOOKS") != "1",
-                          reason="grades real notebooks (minutes): set RADIXLAB_GRADE_NOTEBOOKS=1")
+REAL = pytest.mark.skipif(os.environ.get("RADIXLAB_SKIP_GRADE_NOTEBOOKS") == "1",
+                          reason="grading the real notebooks (minutes) skipped: "
+                                 "RADIXLAB_SKIP_GRADE_NOTEBOOKS=1")
 
 
 @REAL

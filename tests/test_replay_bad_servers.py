@@ -37,11 +37,11 @@ def replay(server, **kw):
 def test_trickling_body_is_cut_at_the_deadline_and_the_replay_goes_on(serve):
     s = serve(ms.by_index(r0=ms.trickle_body))
     t0 = time.monotonic()
-    report = replay(s, timeout=0.5)
+    report = replay(s, timeout=1.5)
     first = report.records[0]
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 4.5      # the trickle would take ms.LIMIT_S (5 s) or more
     assert first.error.startswith(f"{s.url} request 0 (rid 7): ")
-    assert "0.5 s deadline" in first.error and 0.45 < first.latency_s < 1.5
+    assert "1.5 s deadline" in first.error and 1.45 < first.latency_s < 4.0
     assert [r.ok for r in report.records] == [False, True, True]
     assert report.totals()["failed"] == 1 and report.prompt_tokens == 20
 
@@ -50,7 +50,7 @@ def test_trickling_headers_are_cut_at_the_deadline(serve):
     s = serve(ms.trickle_headers)
     t0 = time.monotonic()
     report = replay(s, timeout=0.3, max_requests=1)
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 3.0
     assert "0.3 s deadline" in report.records[0].error
 
 
@@ -63,7 +63,7 @@ def test_bodies_over_the_cap_are_cut_off(serve, answer, match):
     s = serve(answer)
     t0 = time.monotonic()
     report = replay(s, max_response_bytes=65536, max_requests=1)
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 3.0
     assert match in report.records[0].error
 
 
@@ -185,7 +185,7 @@ def test_refused_connection_stops_the_replay_before_anything_else():
     with pytest.raises(ReplayError, match="request 0 .rid 7.: cannot connect .*is the server "
                                           "running") as info:
         replay_trace(TRACE, url, model="m", timeout=2)
-    assert time.monotonic() - t0 < 2 and url in str(info.value)
+    assert time.monotonic() - t0 < 4 and url in str(info.value)
     assert info.value.report.records == []
     with pytest.raises(ReplayError, match="/v1/models: cannot connect"):
         replay_trace(TRACE, url, timeout=2)
@@ -248,7 +248,7 @@ def test_a_stop_while_pacing_does_not_wait_for_later_arrivals(serve):
     t0 = time.monotonic()
     with pytest.raises(ReplayError, match=r"request 0 \(rid 0\): HTTP 401"):
         replay_trace(paced, s.url, model="m", pace=True, timeout=2)
-    assert time.monotonic() - t0 < 2 and s.posts == 1
+    assert time.monotonic() - t0 < 4 and s.posts == 1
 
 
 def test_pace_waits_for_arrival_times(serve):
@@ -257,7 +257,7 @@ def test_pace_waits_for_arrival_times(serve):
                         TraceRequest(1, [2], arrival=0.3, text="b")])
     t0 = time.monotonic()
     assert all(r.ok for r in replay_trace(paced, s.url, model="m", pace=True).records)
-    assert 0.3 <= time.monotonic() - t0 < 2
+    assert 0.3 <= time.monotonic() - t0 < 4
 
 
 def test_an_exception_in_progress_propagates(serve):

@@ -248,3 +248,18 @@ def test_page_contents_follow_the_tokens():
     router.run(ex)
     for i, p in enumerate(prompts):
         assert router.requests[i].output == ex.reference_generate(p, 4)
+
+
+def test_forget_drops_only_finished_requests():
+    mgr, router, ex = build()
+    router.add_request([1, 2, 3], 2, rid=0)
+    router.add_request([1, 2, 4], 2, rid=1)
+    with pytest.raises(ValueError, match="no finished request with id 0"):
+        router.forget(0)
+    router.run(ex)
+    router.forget(0)
+    assert list(router.requests) == [1] and list(router.metrics.requests) == [1]
+    for bad in (0, "1", None, 7):
+        with pytest.raises(ValueError, match="no finished request"):
+            router.forget(bad)
+    assert list(router.requests) == [1]

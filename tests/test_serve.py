@@ -179,8 +179,23 @@ def test_other_refusals(client):
     assert resp.json()["error"]["code"] == "request_too_large"
 
 
-def test_a_client_that_leaves_mid_stream_aborts_its_request(server):
+def _forgotten(state, monkeypatch) -> list:
+    """The router's records of requests the server forgot, kept here for the test to read."""
+    seen: list = []
+    router = state.engine.router
+    forget = router.forget
+
+    def spy(rid):
+        seen.append(router.requests[rid])
+        forget(rid)
+
+    monkeypatch.setattr(router, "forget", spy)
+    return seen
+
+
+def test_a_client_that_leaves_mid_stream_aborts_its_request(server, monkeypatch):
     url, state = server
+    forgotten = _forgotten(state, monkeypatch)
     with httpx.Client(base_url=url, timeout=30) as c, c.stream("POST", "/v1/completions", json={
             "prompt": PROMPT, "max_tokens": 900, "temperature": 0, "ignore_eos": True,
             "stream": True}) as resp:
@@ -188,18 +203,19 @@ def test_a_client_that_leaves_mid_stream_aborts_its_request(server):
         got = [next(lines) for _ in range(6)]
         assert sum(line.startswith("data: ") for line in got) >= 2
     assert_nothing_held(state)
-    last = max(state.engine.router.requests.values(), key=lambda r: r.rid)
+    last = max(forgotten, key=lambda r: r.rid)
     assert last.finish_reason == "abort" and len(last.output) < 900
 
 
-def test_a_client_that_times_out_aborts_its_request(server):
+def test_a_client_that_times_out_aborts_its_request(server, monkeypatch):
     url, state = server
+    forgotten = _forgotten(state, monkeypatch)
     with pytest.raises(httpx.TimeoutException), httpx.Client(base_url=url, timeout=0.3) as c:
         c.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 900, "temperature": 0,
                                         "ignore_eos": True})
     t0 = time.monotonic()
     assert_nothing_held(state)
-    last = max(state.engine.router.requests.values(), key=lambda r: r.rid)
+    last = max(forgotten, key=lambda r: r.rid)
     assert last.finish_reason == "abort" and len(last.output) < 900
     assert time.monotonic() - t0 < 5
 

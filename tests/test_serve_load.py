@@ -105,6 +105,7 @@ def test_many_concurrent_clients_nothing_lost_outputs_exact_pages_back():
         results = asyncio.run(asyncio.wait_for(_run_all(url, bodies, plans), 120))
         assert_nothing_held(state)
         totals = state.metrics.totals()
+        assert not state.engine.router.requests     # served and forgotten: memory stays flat
     assert len(results) == CLIENTS + 2
     answered = [i for i, r in enumerate(results[:CLIENTS]) if not r.get("left")]
     left = [i for i, r in enumerate(results[:CLIENTS]) if r.get("left")]
