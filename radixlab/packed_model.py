@@ -14,7 +14,8 @@ same formulas with fewer and cheaper calls, which is what a small model's step i
 
 The packed copies follow the HF weights: a weight changed in place (its version counter) or
 given new storage (`.data = ...`) is re-packed before the next forward. A forward hook on any
-HF module (or a global one) sends the forward down the general path, so the hook runs.
+HF module (or a global one), or a module class whose `forward` was replaced, sends the forward
+down the general path, so the hook or the replacement runs.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def _bias(linear: torch.nn.Linear) -> torch.Tensor | None:
 
 def _norm(module: Any) -> Norm:
     return Norm(module.weight.detach(), float(module.variance_epsilon))
+
+
+def _own_forward(cls: type) -> bool:
+    """Whether cls.forward is the one its class defines (not patched in from elsewhere)."""
+    forward = getattr(cls, "forward", None)
+    owner = next((c for c in cls.__mro__ if "forward" in c.__dict__), None)
+    return owner is not None and getattr(forward, "__qualname__", "") == \
+        f"{owner.__qualname__}.forward" and getattr(forward, "__module__", "") == owner.__module__
 
 
 def _is_linear(m: Any) -> bool:
@@ -188,6 +197,7 @@ class Packed:
         self.hf, self.arch, self.pool = hf_model, arch, pool
         self.params = list(hf_model.parameters())
         self.modules = list(hf_model.modules())
+        self.classes: set[type] = set()     # of the modules this path computes without calling
         inner = hf_model.model
         self.rope = RopeTable(inner.rotary_emb, self.params[0].dtype, self.params[0].device)
         self.key: list | None = None
@@ -203,9 +213,12 @@ class Packed:
         return [(p._version, p.data_ptr()) for p in self.params]
 
     def _hooks(self) -> bool:
+        """A forward hook anywhere, or a module class whose forward was replaced (as
+        `split_kv.batch_invariant_linear` replaces `nn.Linear.forward`)."""
         return bool(torch.nn.modules.module._global_forward_hooks
                     or torch.nn.modules.module._global_forward_pre_hooks
-                    or any(m._forward_hooks or m._forward_pre_hooks for m in self.modules))
+                    or any(m._forward_hooks or m._forward_pre_hooks for m in self.modules)
+                    or not all(_own_forward(c) for c in self.classes))
 
     def current(self) -> Packed | None:
         """Up to date with the weights, or None when the general path must run (a layer it
@@ -222,6 +235,10 @@ class Packed:
         qk_norm = isinstance(self.arch, architectures.QKNormArchitecture)
         inner = self.hf.model
         self.layers = [pack_layer(layer, qk_norm) for layer in inner.layers]
+        self.classes = {type(m) for layer in inner.layers for m in (
+            layer.input_layernorm, layer.post_attention_layernorm, layer.mlp, layer.mlp.act_fn,
+            *layer.mlp.children(), *layer.self_attn.children())} | {
+            type(inner.norm), type(self.hf.lm_head)}
         self.norm = _norm(inner.norm)
         self.lm_head, self.lm_bias = _t(self.hf.lm_head), _bias(self.hf.lm_head)
 

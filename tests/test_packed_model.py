@@ -108,3 +108,13 @@ def test_attention_layer_hook_is_checked():
     bad = PagedModel(hf, page_size=4, pool_tokens=128, attention_layer=lambda inp: inp.x[:1])
     with pytest.raises(ValueError, match=r"returned \(1, 32\); expected \(29, 32\)"):
         run(bad)
+
+
+def test_a_replaced_module_forward_takes_the_general_path():
+    from radixlab.split_kv import batch_invariant_linear
+
+    model = PagedModel(llama(), page_size=4, pool_tokens=128)
+    assert model._packed.current() is not None
+    with batch_invariant_linear():
+        assert model._packed.current() is None
+    assert model._packed.current() is not None
