@@ -128,7 +128,7 @@ def token_ids(
         if arr.ndim == 0:
             raise InvalidInput(f"{name} must be a 1-D sequence of ints, got {short(values)}")
         if arr.ndim == 1 and arr.size and (arr.dtype.kind not in "iu" or (
-                isinstance(values, (list, tuple)) and any(type(x) is bool for x in values))):
+                isinstance(values, (list, tuple)) and bool in set(map(type, values)))):
             for i, x in enumerate(values):
                 if not is_int(x):
                     raise InvalidInput(f"{name}[{i}] = {short(x)} is not an integer")
