@@ -68,6 +68,24 @@ def test_pool_figure_has_one_square_per_page_and_refcount_labels(shared):
     plt.close(fig)
 
 
+def test_a_large_pool_draws_the_rows_in_use_and_says_the_rest_are_free():
+    h = Harness("radix", 4, 4096)
+    h.start(0, SYSTEM + [50])
+    h.start(1, list(range(100, 140)))
+    s = snapshot(h.mgr)
+    held = max(p for r in s["requests"] for p in r["pages"])
+    for draw in (draw_pool, draw_block_tables):
+        fig = draw(s)
+        ax = fig.axes[0]
+        labels = [t.get_text() for t in ax.texts]
+        assert f"p{held}" in labels and "p4095" not in labels
+        shown = held // 8 + 1 if draw is draw_block_tables else held // 16 + 1
+        cols = 8 if draw is draw_block_tables else 16
+        assert f"p{shown * cols}..p4095: {4096 - shown * cols} more pages, all free (not drawn)" \
+            in labels
+        plt.close(fig)
+
+
 def _arrows(ax):
     return [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
 

@@ -111,12 +111,14 @@ def _page_xy(page: int, cols: int, x0: float = 0.0, row_pitch: float = 1.1) -> t
     return x0 + (page % cols) * 1.1, -(page // cols) * row_pitch
 
 
-def _page_style(state: dict[str, Any], page: int) -> tuple[str, list[str]]:
+def _page_style(state: dict[str, Any], page: int,
+                owners: list[list[Hashable]] | None = None,
+                colors: dict[Hashable, str] | None = None) -> tuple[str, list[str]]:
     """A page's fill and the colours of its request holders: private pages take their
     request's colour, pages two or more requests hold are SHARED grey (chips name the holders),
-    pages only the cache holds are gold."""
-    colors = _colors(state)
-    who = page_owners(state)[page]
+    pages only the cache holds are gold. `owners`/`colors` save recomputing them per page."""
+    colors = _colors(state) if colors is None else colors
+    who = (page_owners(state) if owners is None else owners)[page]
     reqs = [w for w in who if w != "cache"]
     if not who:
         return FREE, []
@@ -127,6 +129,27 @@ def _page_style(state: dict[str, Any], page: int) -> tuple[str, list[str]]:
     return colors[reqs[0]], []
 
 
+MAX_DRAWN_PAGES = 256
+
+
+def drawn_pages(state: dict[str, Any], cols: int) -> int:
+    """How many pages a grid draws: all of a small pool; of a large one (over
+    MAX_DRAWN_PAGES) the rows up to the last page anyone holds, so thousands of free squares
+    do not bury the few in use (and take seconds to render)."""
+    n = state["num_pages"]
+    if n <= MAX_DRAWN_PAGES:
+        return n
+    held = [p for req in state["requests"] for p in req["pages"]] + list(state["cached"])
+    last = max(held, default=0)
+    return min(n, max(cols, (last // cols + 1) * cols))
+
+
+def _drawn_rows(state: dict[str, Any], cols: int) -> int:
+    """Rows a grid takes: its drawn pages, plus one for the "not drawn" line."""
+    shown = drawn_pages(state, cols)
+    return -(-shown // cols) + (shown < state["num_pages"])
+
+
 def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0,
                highlight: Sequence[int] = (), row_pitch: float = 1.1) -> int:
     """Draw every page as a square: fill = holder (see `_page_style`), the coloured part =
@@ -135,6 +158,7 @@ def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0
 
     cols, _ = _grid(state["num_pages"], cols)
     owners = page_owners(state)
+    colors = _colors(state)
     ps = state["page_size"]
     fill_of = {}
     for req in state["requests"]:
@@ -142,10 +166,11 @@ def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0
             fill_of[p] = max(fill_of.get(p, 0), f)
     for p in state["cached"]:
         fill_of[p] = ps
-    for page in range(state["num_pages"]):
+    shown = drawn_pages(state, cols)
+    for page in range(shown):
         x, y = _page_xy(page, cols, x0, row_pitch)
         who = owners[page]
-        color, chips = _page_style(state, page)
+        color, chips = _page_style(state, page, owners, colors)
         frac = fill_of.get(page, 0) / ps if who else 1.0
         ax.add_patch(Rectangle((x, y), 1, 1, facecolor=FREE, edgecolor="#999999", lw=0.8))
         if who:
@@ -165,6 +190,10 @@ def _draw_grid(ax: Any, state: dict[str, Any], cols: int | None, x0: float = 0.0
         if len(who) > 1:
             ax.text(x + 0.5, y + 0.36, f"x{len(who)}", ha="center", va="center", fontsize=10,
                     fontweight="bold", zorder=4, color="white" if dark else "black")
+    if shown < state["num_pages"]:
+        ax.text(x0, -(shown // cols) * row_pitch + 0.4,
+                f"p{shown}..p{state['num_pages'] - 1}: {state['num_pages'] - shown} more pages, "
+                f"all free (not drawn)", fontsize=9, va="center")
     return cols
 
 
@@ -187,7 +216,8 @@ def draw_pool(state: dict[str, Any], cols: int | None = None, title: str | None 
     N > 1, chips along the bottom = the requests sharing a page."""
     import matplotlib.pyplot as plt
 
-    cols_, rows = _grid(state["num_pages"], cols)
+    cols_, _ = _grid(state["num_pages"], cols)
+    rows = _drawn_rows(state, cols_)
     if ax is None:
         fig, ax = plt.subplots(figsize=(2.6 + 0.55 * cols_, 0.7 + 0.55 * rows))
     else:
@@ -222,7 +252,8 @@ def draw_block_tables(state: dict[str, Any], cols: int | None = None, title: str
 
     reqs = state["requests"]
     width = max((len(r["pages"]) for r in reqs), default=1)
-    cols_, rows = _grid(state["num_pages"], cols or 8)
+    cols_, _ = _grid(state["num_pages"], cols or 8)
+    rows = _drawn_rows(state, cols_)
     x0 = max(width * 1.1 + 2.0, 6.5)
     height = max(rows * ROW_PITCH, len(reqs) * 1.4)
     if ax is None:
@@ -231,12 +262,13 @@ def draw_block_tables(state: dict[str, Any], cols: int | None = None, title: str
         fig = ax.figure
     _draw_grid(ax, state, cols_, x0=x0, highlight=highlight, row_pitch=ROW_PITCH)
     colors = _colors(state)
+    owners = page_owners(state)
     for i, req in enumerate(reqs):
         y = -i * 1.4
         ax.text(-0.3, y + 0.5, f"{req['rid']}", ha="right", va="center", fontsize=10)
         for j, (page, fill) in enumerate(zip(req["pages"], req["fill"], strict=True)):
             x = j * 1.1
-            shared = _page_style(state, page)[0] == SHARED
+            shared = _page_style(state, page, owners, colors)[0] == SHARED
             ax.add_patch(Rectangle((x, y), 1, 1, facecolor=SHARED if shared else "white",
                                    edgecolor=colors[req["rid"]], lw=1.8, zorder=2.5))
             ax.add_patch(Rectangle((x, y), fill / state["page_size"], 0.18,
