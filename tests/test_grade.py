@@ -2,14 +2,16 @@
 
 A small notebook made here (a stub, a solution, a mutant, a cell that does not parse), then the
 real notebooks with the model solutions pasted in (every row Correct) and notebook 10 with a
-mutant pasted into its stub (its Incorrect row); the real ones take a few minutes
-(RADIXLAB_SKIP_GRADE_NOTEBOOKS=1 skips them).
+mutant pasted into its stub (its Incorrect row). The real ones are graded up to their last
+exercise cell: no later cell can change a verdict, and nbval runs the whole notebook anyway.
+They take a few minutes (RADIXLAB_SKIP_GRADE_NOTEBOOKS=1 skips them).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -56,6 +58,18 @@ def my_lpm(candidates, rng)
 my_lpm = check_policy(my_lpm)"""
 
 
+METHOD = """from radixlab.exercises.nb11 import (
+    load_back_step,  # an exercise object: its check method is called
+)
+
+
+def my_load_back(mgr, m):
+    raise NotImplementedError
+
+
+my_load_back = load_back_step.check(my_load_back)"""
+
+
 def _notebook(path: Path, *sources: str) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
@@ -66,13 +80,13 @@ def _notebook(path: Path, *sources: str) -> Path:
 
 
 def test_one_row_per_exercise_with_its_verdict_and_nothing_written_back(tmp_path):
-    path = _notebook(tmp_path / "05_x.ipynb", STUB, SOLVED, MUTANT, BROKEN)
+    path = _notebook(tmp_path / "05_x.ipynb", STUB, SOLVED, MUTANT, BROKEN, METHOD)
     before = path.read_bytes()
     rows, total = grade.grade_notebook(path, timeout=120)
     assert path.read_bytes() == before
     got = {r.exercise: r for r in rows}
     assert [r.exercise for r in rows] == ["optimal hit rate", "routing rule",
-                                          "scheduling policy", "lpm policy"]
+                                          "scheduling policy", "lpm policy", "load-back step"]
     assert got["optimal hit rate"].verdict == "Not attempted"
     assert got["routing rule"].verdict == "Correct"
     mutant = got["scheduling policy"]
@@ -81,6 +95,7 @@ def test_one_row_per_exercise_with_its_verdict_and_nothing_written_back(tmp_path
     broken = got["lpm policy"]
     assert broken.verdict == "Incorrect" and "SyntaxError" in broken.detail
     assert broken.seconds is None and all(r.seconds is not None for r in rows[:3])
+    assert got["load-back step"].verdict == "Not attempted"
     assert total > 0
     table = grade.format_rows(rows)
     assert table.splitlines()[0].split() == ["notebook", "exercise", "time", "verdict"]
@@ -103,6 +118,13 @@ def test_exit_status_is_zero_only_when_every_exercise_is_correct(tmp_path, capsy
         grade.main([str(tmp_path / "missing.ipynb")])
 
 
+def _through_last_exercise(nb):
+    """The notebook's cells up to its last exercise check (the rest cannot change a verdict)."""
+    last = max(index for *_, index in grade._checks(nb))
+    nb.cells = nb.cells[: last + 1]
+    return nb
+
+
 REAL = pytest.mark.skipif(os.environ.get("RADIXLAB_SKIP_GRADE_NOTEBOOKS") == "1",
                           reason="grading the real notebooks (minutes) skipped: "
                                  "RADIXLAB_SKIP_GRADE_NOTEBOOKS=1")
@@ -117,10 +139,22 @@ def test_a_mutant_pasted_into_notebook_10_gets_its_incorrect_row(tmp_path):
     cell.source = cell.source.replace("> view.balance_abs_threshold",
                                       ">= view.balance_abs_threshold")
     path = tmp_path / "10_capstone.ipynb"
-    nbformat.write(nb, path)
+    nbformat.write(_through_last_exercise(nb), path)
     rows, _ = grade.grade_notebook(path, timeout=300)
     assert [(r.exercise, r.verdict) for r in rows] == [("routing rule", "Incorrect")]
     assert "exactly the absolute threshold" in rows[0].detail
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_the_scan_finds_every_exercise_check_a_notebook_calls(name):
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    called = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            called |= set(re.findall(r"\b(\w+)\.check\(", cell.source))
+            called |= set(re.findall(r"\b(check_\w+)\(", cell.source)) - {"check_invariants"}
+    assert called, f"{name} calls no exercise check"
+    assert {check for _, check, *_ in grade._checks(nb)} == called
 
 
 def test_pasted_solutions_keep_the_learners_names_and_drop_annotations():
@@ -150,6 +184,8 @@ def test_course_py_grade_runs_the_grader_in_the_course_environment(monkeypatch):
 def test_every_notebook_with_its_solutions_grades_all_correct(tmp_path, name):
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     path = tmp_path / name
-    nbformat.write(grade.paste_solutions(nb), path)
+    nbformat.write(_through_last_exercise(grade.paste_solutions(nb)), path)
     rows, _ = grade.grade_notebook(path, timeout=600)
+    assert rows, f"{name}: no exercise found"
+    assert [r.exercise for r in rows] == [name for _, name in grade.expected_exercises(nb)]
     assert all(r.verdict == "Correct" for r in rows), grade.format_rows(rows)

@@ -25,9 +25,18 @@ from pathlib import Path
 from typing import Any
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-_IMPORT = re.compile(r"from\s+radixlab\.exercises\.(\w+)\s+import\s+\(?([^)\n]+)")
-_MODULES = re.compile(r"from\s+radixlab\.exercises\s+import\s+\(?([^)\n]+)")
-_CALL = re.compile(r"\b(?:(\w+)\.)?(check_\w+)\(\s*(\w+)?")
+_IMPORT = re.compile(r"from\s+radixlab\.exercises\.(\w+)\s+import\s+(\([^)]*\)|[^\n]+)")
+_MODULES = re.compile(r"from\s+radixlab\.exercises\s+import\s+(\([^)]*\)|[^\n]+)")
+# nbXX.check_y(f), check_y(f), or an exercise object's method: ex.check(f)
+_CALL = re.compile(r"\b(?:(\w+)\.)?(check_\w+|check)\(\s*(\w+)?")
+_CELL_CHECK = re.compile(r"\b(?:(\w+)\.)?(check_\w+|check)\(")
+
+
+def _imported_names(text: str) -> list[str]:
+    """The names an import statement's tail binds: `a, b as c` or a parenthesized list over
+    several lines, comments dropped."""
+    body = " ".join(line.split("#")[0] for line in text.strip("()").splitlines())
+    return [n.strip().split(" as ")[-1].strip() for n in body.split(",") if n.strip()]
 
 
 @dataclass
@@ -119,14 +128,16 @@ def _one_line(text: str, limit: int = 220) -> str:
 
 # ------------------------------------------------------------------------ outside
 def exercise_of(module: Any, check: Any) -> Any:
-    """The exercise object behind a `check_*` function: the instance of a bound `check` method,
-    or the module's exercise that a plain function calls."""
-    owner = getattr(check, "__self__", None)
-    if owner is not None:
-        return owner
+    """The exercise object behind a `check_*` function: the object itself (`ex.check(f)`), the
+    instance of a bound `check` method, or the module's exercise that a plain function calls."""
     from radixlab.exercises import framework
 
     kinds = tuple(getattr(framework, n) for n in ("Exercise", "Build") if hasattr(framework, n))
+    if isinstance(check, kinds):
+        return check
+    owner = getattr(check, "__self__", None)
+    if owner is not None:
+        return owner
     for name in getattr(getattr(check, "__code__", None), "co_names", ()):
         obj = getattr(module, name, None)
         if isinstance(obj, kinds):
@@ -137,18 +148,22 @@ def exercise_of(module: Any, check: Any) -> Any:
 def _checks(nb: dict) -> list[tuple[str, str, str | None, int]]:
     """(exercises module, check name, the name it is called on, cell index) for every call of
     a `check_*` function the notebook imports (`from radixlab.exercises.nbXX import check_y`,
-    or `from radixlab.exercises import nbXX` and `nbXX.check_y(...)`), in notebook order."""
+    or `from radixlab.exercises import nbXX` and `nbXX.check_y(...)`) and of the `check` method
+    of an exercise it imports (`ex.check(f)`; the check name is then `ex`), in notebook order."""
     code = {i: "".join(c["source"]) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"}
     imported: dict[str, str] = {}  # as the notebook runs: the latest import of a name wins
     modules: set[str] = set()
     out, seen = [], set()
     for i, src in code.items():
         for module, names in _IMPORT.findall(src):
-            imported.update({n.strip().split(" as ")[0]: module for n in names.split(",")})
+            imported.update({n: module for n in _imported_names(names)})
         for names in _MODULES.findall(src):
-            modules.update(n.strip() for n in names.split(","))
+            modules.update(_imported_names(names))
         for prefix, check, target in _CALL.findall(src):
-            module = prefix if prefix in modules else None if prefix else imported.get(check)
+            if check == "check":    # an exercise object imported by name: ex.check(f)
+                module, check = imported.get(prefix), prefix
+            else:
+                module = prefix if prefix in modules else None if prefix else imported.get(check)
             if module is not None and (module, check) not in seen:
                 seen.add((module, check))
                 out.append((module, check, target or None, i))
@@ -172,7 +187,8 @@ def _cell_errors(nb: dict) -> dict[str, str]:
     for cell in nb["cells"]:
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         if cell["cell_type"] == "code" and errors:
-            for name in re.findall(r"\b(check_\w+)\(", "".join(cell["source"])):
+            for prefix, check in _CELL_CHECK.findall("".join(cell["source"])):
+                name = prefix if check == "check" else check
                 out[name] = f"the cell raised {errors[0]['ename']}: {errors[0]['evalue']}"
     return out
 
@@ -259,6 +275,11 @@ def grade_notebook(path: Path, timeout: int = 600, solutions: bool = False
             rows.append(Row(path.stem, name, "Incorrect", errors.get(check, "its check never ran")))
         else:
             rows.append(Row(path.stem, name, s["verdict"], s["detail"], s["seconds"]))
+    listed = {name for _, name in expected}
+    for s in seen:          # a check called in a way the source scan did not recognise
+        if s["exercise"] not in listed:
+            listed.add(s["exercise"])
+            rows.append(Row(path.stem, s["exercise"], s["verdict"], s["detail"], s["seconds"]))
     return rows, total
 
 
