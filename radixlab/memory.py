@@ -473,8 +473,9 @@ class KVCacheManager:
             raise ValueError(f"request {rid!r} is already admitted")
         slots = validate.token_ids(getattr(m, "slots", None), "match slots")
         pages = slots_to_pages(slots, self.page_size)
-        missing = pages[~self._cached[pages]]
-        if missing.size:
+        in_cache = self._cached[pages]
+        if not in_cache.all():
+            missing = pages[~in_cache]
             raise validate.InvalidInput(
                 f"match refers to page {int(missing[0])}, which the cache does not hold")
         try:
@@ -584,18 +585,19 @@ class KVCacheManager:
         request computed the same tokens first) and adopt the rest; (the cache's pages, whether
         another request holds a page whose owner changed)."""
         cache_pages = slots_to_pages(np.asarray(m.slots, dtype=np.int64), self.page_size)
-        own = own[: len(cache_pages)]
-        mine = cache_pages == own
-        theirs = ~mine                      # the cache had these pages already: use its copies
-        if not self._cached[cache_pages[theirs]].all():
+        pairs = list(zip(cache_pages.tolist(), own[: len(cache_pages)].tolist(), strict=True))
+        in_cache = self._cached[cache_pages].tolist()     # a page table is short: Python lists
+        theirs = [i for i, (c, o) in enumerate(pairs) if c != o]   # use the cache's copies
+        if not all(in_cache[i] for i in theirs):
             raise AssertionError("the cache returned a page it was never given")
-        adopted = own[mine & ~self._cached[cache_pages]]   # rid's pages the cache now holds
+        adopted = np.array([o for (c, o), held in zip(pairs, in_cache, strict=True)
+                            if c == o and not held], dtype=np.int64)  # rid's, now the cache's
         shared_elsewhere = False
-        if theirs.any():
-            idx = np.flatnonzero(theirs)
-            for i, page in zip(idx.tolist(), cache_pages[idx].tolist(), strict=True):
-                self.tables.replace(rid, i, page)
-            shared_elsewhere = bool((self.allocator.refcounts(own[idx]) > 0).any())
+        if theirs:
+            for i in theirs:
+                self.tables.replace(rid, i, pairs[i][0])
+            replaced = np.array([pairs[i][1] for i in theirs], dtype=np.int64)
+            shared_elsewhere = bool((self.allocator.refcounts(replaced) > 0).any())
         return cache_pages, self._adopt(adopted) | shared_elsewhere
 
     def _recache(self, rid: Hashable, key: np.ndarray, namespace: Hashable) -> bool:
