@@ -191,10 +191,16 @@ class Engine:
         namespaces' (a per-tenant salt).
         """
         ids = self._encode(prompt)
-        max_new_tokens, temperature, top_p, seed, ignore_eos = validate.sampling(
-            max_new_tokens, temperature, top_p, seed, ignore_eos)
+        sampling = validate.sampling(max_new_tokens, temperature, top_p, seed, ignore_eos)
         if sample_key is not None:
             sample_key = validate.count(sample_key, "sample_key")
+        return self._queue(ids, sampling, sample_key, events, namespace)
+
+    def _queue(self, ids: np.ndarray, sampling: tuple, sample_key: int | None,
+               events: deque[TokenEvent] | None, namespace: Any) -> RequestHandle:
+        """`submit` of arguments already checked (`_encode`, `validate.sampling`): `generate`
+        validates a whole batch first and queues it through here, not re-checking each."""
+        max_new_tokens, temperature, top_p, seed, ignore_eos = sampling
         with self._lock:
             self._collect_abandoned()
             rid = self.router.add_request(ids, max_new_tokens, temperature=temperature,
@@ -337,8 +343,7 @@ class Engine:
         handles: list[RequestHandle] = []
         try:
             for i, p in enumerate(ids):
-                handles.append(self.submit(p, *sampling, sample_key=i, events=queue,
-                                           namespace=namespace))
+                handles.append(self._queue(p, sampling, i, queue, namespace))
         except BaseException:
             for h in handles:
                 self.abort(h.rid)

@@ -31,6 +31,9 @@ class OutOfPagesError(RuntimeError):
 
 def as_pages(pages: Iterable[int] | int, num_pages: int, name: str = "pages") -> np.ndarray:
     """Validate page ids (a 1-D sequence of ints, or one int) against the pool; np.int64."""
+    if (type(pages) is np.ndarray and pages.dtype == np.int64 and pages.ndim == 1
+            and (not pages.size or int(pages.view(np.uint64).max()) < num_pages)):
+        return pages        # the common case, in one reduction (a negative id wraps above)
     if validate.is_int(pages):
         pages = [pages]
     arr = validate.token_ids(pages, name)
@@ -97,19 +100,34 @@ class PageAllocator:
 
     def share(self, pages: Iterable[int]) -> None:
         """Add one holder to each page; every page must already be held (not free)."""
+        page = self._one_held(pages)
+        if page is not None:
+            self._ref[page] += 1
+            return
         arr = as_pages(pages, self.num_pages)
-        free = arr[self._ref[arr] == 0]
-        if free.size:
-            raise ValueError(f"cannot share page {int(free[0])}: it is free")
+        held = self._ref[arr]
+        if not held.all():
+            raise ValueError(f"cannot share page {int(arr[held == 0][0])}: it is free")
         if _distinct(arr):
-            self._ref[arr] += 1
+            self._ref[arr] = held + 1
         else:
             np.add.at(self._ref, arr, 1)
 
     def release(self, pages: Iterable[int]) -> np.ndarray:
         """Drop one holder per listed page; pages reaching 0 go back on the free list (returned)."""
+        page = self._one_held(pages)
+        if page is not None:
+            self._ref[page] -= 1
+            if self._ref[page]:
+                return np.zeros(0, dtype=np.int64)
+            heapq.heappush(self._free, page)
+            return np.array([page], dtype=np.int64)
         arr = as_pages(pages, self.num_pages)
         if _distinct(arr):              # the common case: each page once
+            held = self._ref[arr]
+            if held.all():
+                self._ref[arr] = held - 1
+                return self._to_free(np.sort(arr[held == 1]))
             uniq, counts = arr, np.ones_like(arr)
         else:
             uniq, counts = np.unique(arr, return_counts=True)
@@ -121,10 +139,22 @@ class PageAllocator:
                 raise ValueError(f"double free: page {page} is already free")
             raise ValueError(f"double free: page {page} released {c} times but has refcount {ref}")
         self._ref[uniq] = held - counts
-        freed = np.sort(uniq[held == counts])
+        return self._to_free(np.sort(uniq[held == counts]))
+
+    def _to_free(self, freed: np.ndarray) -> np.ndarray:
+        """Put pages whose last holder left back on the free list; returns them."""
         for page in freed.tolist():
             heapq.heappush(self._free, page)
         return freed
+
+    def _one_held(self, pages: Any) -> int | None:
+        """The page of a one-int list naming a held page (what a page-table edit passes), else
+        None: that case needs no array and no validation beyond these int checks."""
+        if type(pages) is list and len(pages) == 1:
+            page = pages[0]
+            if type(page) is int and 0 <= page < self.num_pages and self._ref[page] > 0:
+                return page
+        return None
 
 
 def _distinct(arr: np.ndarray) -> bool:
@@ -143,8 +173,20 @@ def pages_to_slots(pages: Sequence[int], page_size: int, length: int | None = No
         slots = np.array(pages, dtype=np.int64).reshape(-1)
     else:
         pages = np.asarray(pages, dtype=np.int64)
-        slots = (pages[:, None] * page_size + np.arange(page_size, dtype=np.int64)).reshape(-1)
+        slots = (pages[:, None] * page_size + _offsets(page_size)).reshape(-1)
     return slots if length is None else slots[:length]
+
+
+def _offsets(page_size: int) -> np.ndarray:
+    """0..page_size-1 as a read-only int64 array, made once per page size."""
+    offsets = _OFFSETS.get(page_size)
+    if offsets is None:
+        offsets = _OFFSETS[page_size] = np.arange(page_size, dtype=np.int64)
+        offsets.flags.writeable = False
+    return offsets
+
+
+_OFFSETS: dict[int, np.ndarray] = {}
 
 
 def slots_to_pages(slots: np.ndarray, page_size: int) -> np.ndarray:
@@ -154,9 +196,9 @@ def slots_to_pages(slots: np.ndarray, page_size: int) -> np.ndarray:
         return slots.reshape(-1).copy()
     if slots.size % page_size:
         raise ValueError(f"{slots.size} slots are not a whole number of pages of {page_size}")
-    runs = slots.reshape(-1, page_size)
-    pages = runs[:, 0] // page_size
-    if (runs != pages[:, None] * page_size + np.arange(page_size)).any():
+    flat = slots.reshape(-1)
+    pages = flat[::page_size] // page_size
+    if pages_to_slots(pages, page_size).tobytes() != flat.tobytes():
         raise ValueError(f"slots {slots.tolist()[:16]} are not whole pages of size {page_size}")
     return pages
 
@@ -394,7 +436,7 @@ class KVCacheManager:
         self._cached = np.zeros(allocator.num_pages, dtype=bool)   # pages the cache holds
         self._num_cached = 0
         self.listeners: list[CacheListener] = []
-        self._last_cached: dict[Hashable, tuple[np.ndarray, Any, Hashable]] = {}
+        self._last_cached: dict[Hashable, tuple[bytes, Any, Hashable]] = {}   # key's bytes
         self._peek = _covers(cache, "peek_prefix", ("match_prefix",))
         self._insert_match = _covers(cache, "insert_match", ("insert", "match_prefix"))
         self._reinsert = _covers(cache, "reinsert", ("insert", "match_prefix"))
@@ -431,8 +473,9 @@ class KVCacheManager:
             raise ValueError(f"request {rid!r} is already admitted")
         slots = validate.token_ids(getattr(m, "slots", None), "match slots")
         pages = slots_to_pages(slots, self.page_size)
-        missing = pages[~self._cached[pages]]
-        if missing.size:
+        in_cache = self._cached[pages]
+        if not in_cache.all():
+            missing = pages[~in_cache]
             raise validate.InvalidInput(
                 f"match refers to page {int(missing[0])}, which the cache does not hold")
         try:
@@ -523,7 +566,7 @@ class KVCacheManager:
             cache_pages, shared_elsewhere = self._dedup(rid, own, m)
         self._relock(rid, m.node, len(m))
         if len(m) == full:
-            self._last_cached[rid] = (key.copy(), m.node, namespace)
+            self._last_cached[rid] = (key.tobytes(), m.node, namespace)
         if shared_elsewhere:  # only forks can hold such pages; skip the scan in the common case
             self._adopt_siblings(rid, own, cache_pages, key, namespace)
         return len(m)
@@ -542,18 +585,19 @@ class KVCacheManager:
         request computed the same tokens first) and adopt the rest; (the cache's pages, whether
         another request holds a page whose owner changed)."""
         cache_pages = slots_to_pages(np.asarray(m.slots, dtype=np.int64), self.page_size)
-        own = own[: len(cache_pages)]
-        mine = cache_pages == own
-        theirs = ~mine                      # the cache had these pages already: use its copies
-        if not self._cached[cache_pages[theirs]].all():
+        pairs = list(zip(cache_pages.tolist(), own[: len(cache_pages)].tolist(), strict=True))
+        in_cache = self._cached[cache_pages].tolist()     # a page table is short: Python lists
+        theirs = [i for i, (c, o) in enumerate(pairs) if c != o]   # use the cache's copies
+        if not all(in_cache[i] for i in theirs):
             raise AssertionError("the cache returned a page it was never given")
-        adopted = own[mine & ~self._cached[cache_pages]]   # rid's pages the cache now holds
+        adopted = np.array([o for (c, o), held in zip(pairs, in_cache, strict=True)
+                            if c == o and not held], dtype=np.int64)  # rid's, now the cache's
         shared_elsewhere = False
-        if theirs.any():
-            idx = np.flatnonzero(theirs)
-            for i, page in zip(idx.tolist(), cache_pages[idx].tolist(), strict=True):
-                self.tables.replace(rid, i, page)
-            shared_elsewhere = bool((self.allocator.refcounts(own[idx]) > 0).any())
+        if theirs:
+            for i in theirs:
+                self.tables.replace(rid, i, pairs[i][0])
+            replaced = np.array([pairs[i][1] for i in theirs], dtype=np.int64)
+            shared_elsewhere = bool((self.allocator.refcounts(replaced) > 0).any())
         return cache_pages, self._adopt(adopted) | shared_elsewhere
 
     def _recache(self, rid: Hashable, key: np.ndarray, namespace: Hashable) -> bool:
@@ -563,8 +607,7 @@ class KVCacheManager:
         last = self._last_cached.get(rid)
         if (last is None or not self._reinsert
                 or last[1] is not self._lock[rid][0]
-                or last[2] != namespace or len(last[0]) != len(key)
-                or not np.array_equal(last[0], key)):
+                or last[2] != namespace or last[0] != key.tobytes()):
             return False
         self.prefix_cache.reinsert(last[1])
         return True

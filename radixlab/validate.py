@@ -18,6 +18,8 @@ import numpy as np
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
 _INT64_MAX = np.iinfo(np.int64).max
+_PLAIN_INTS = {int}
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
 
 
 class InvalidInput(ValueError, TypeError):
@@ -115,8 +117,12 @@ def token_ids(
     """A 1-D sequence of token ids (ints >= 0, < vocab_size when given) as np.int64.
 
     An int64 array is returned as is (no copy); bools, floats and strings are refused."""
+    if type(values) is np.ndarray and _valid_int64(values, vocab_size, allow_empty):
+        return values
     if isinstance(values, np.ndarray):
         arr = values
+    elif type(values) is list and values and set(map(type, values)) == _PLAIN_INTS:
+        arr = _plain_ints(values, name)
     elif isinstance(values, (str, bytes)) or not (
             isinstance(values, (Sequence, range)) or hasattr(values, "__array__")):
         raise InvalidInput(f"{name} must be a 1-D sequence of ints, got {short(values)}")
@@ -159,6 +165,28 @@ def token_ids(
             raise InvalidInput(
                 f"{name}[{i}] = {int(arr[i])} is out of vocab (size {vocab_size})")
     return arr
+
+
+def _valid_int64(arr: np.ndarray, vocab_size: int | None, allow_empty: bool) -> bool:
+    """Whether an ndarray already is valid token ids, in one reduction (the package passes its
+    own int64 arrays around; anything else, or anything wrong, takes the full path and its
+    error message)."""
+    if arr.dtype != np.int64 or arr.ndim != 1:
+        return False
+    if not arr.size:
+        return allow_empty
+    if vocab_size is None:
+        return int(_MIN(arr)) >= 0
+    return int(_MAX(arr.view(np.uint64))) < vocab_size    # a negative id wraps above
+
+
+def _plain_ints(values: list, name: str) -> np.ndarray:
+    """A non-empty list of Python ints (bools excluded by the caller's type check) as int64:
+    one conversion, without the generic path's dtype inference."""
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError as exc:
+        raise InvalidInput(f"{name} has an id too large for int64: {short(values)}") from exc
 
 
 def slots(values: Any, name: str = "slots", *, num_slots: int | None = None) -> np.ndarray:
