@@ -292,6 +292,11 @@ class RadixTree:
 
         Hits are counted here, as SGLang's `RadixCache` does (matches do not count): +1 on every
         node the insert walks through whole, on the upper node of a split, and on a new leaf."""
+        return self._insert(*self._entry(tokens, slots, namespace), namespace)[0]
+
+    def _entry(self, tokens: Any, slots: Any, namespace: Hashable) -> tuple[np.ndarray, np.ndarray]:
+        """An insert's checked (key, value): equal-length, non-empty id arrays, a known
+        namespace."""
         key = validate.token_ids(tokens)
         if len(key) == 0:
             raise validate.InvalidInput("cannot insert an empty key (tokens has length 0)")
@@ -300,7 +305,7 @@ class RadixTree:
             raise validate.InvalidInput(
                 f"slots has length {len(value)} but tokens has length {len(key)}; they must match")
         self._check_namespace(namespace)
-        return self._insert(key, value, namespace)[0]
+        return key, value
 
     def insert_match(self, tokens: Sequence[int] | np.ndarray, slots: Sequence[int] | np.ndarray,
                      namespace: Hashable = None) -> tuple[int, MatchResult]:
@@ -308,15 +313,7 @@ class RadixTree:
         were cached before, the match). Same tree state, clock and `last_op` as the two calls
         (the match touches the path at the next clock tick and ends exactly at the inserted
         key's last node, so it never splits)."""
-        key = validate.token_ids(tokens)
-        if len(key) == 0:
-            raise validate.InvalidInput("cannot insert an empty key (tokens has length 0)")
-        value = validate.token_ids(slots, "slots")
-        if len(value) != len(key):
-            raise validate.InvalidInput(
-                f"slots has length {len(value)} but tokens has length {len(key)}; they must match")
-        self._check_namespace(namespace)
-        before, node, path = self._insert(key, value, namespace)
+        before, node, path = self._insert(*self._entry(tokens, slots, namespace), namespace)
         self._begin("match")
         self.clock += 1
         self.root.last_access = self.clock
