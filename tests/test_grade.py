@@ -10,8 +10,10 @@ They take a few minutes (RADIXLAB_SKIP_GRADE_NOTEBOOKS=1 skips them).
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -130,22 +132,57 @@ REAL = pytest.mark.skipif(os.environ.get("RADIXLAB_SKIP_GRADE_NOTEBOOKS") == "1"
                                  "RADIXLAB_SKIP_GRADE_NOTEBOOKS=1")
 
 
-@REAL
-def test_a_mutant_pasted_into_notebook_10_gets_its_incorrect_row(tmp_path):
-    nb = nbformat.read(ROOT / "notebooks" / "10_capstone.ipynb", as_version=4)
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+MUTANT_10 = "10_capstone (a mutant)"
+
+
+def _mutant_10(nb):
+    """Notebook 10 with its solution pasted in and then broken: `>=` for `>` at the absolute
+    balance threshold."""
     grade.paste_solutions(nb)
     cell = next(c for c in nb.cells if "my_route = check_route(my_route)" in c.source)
     assert "raise NotImplementedError" not in cell.source
     cell.source = cell.source.replace("> view.balance_abs_threshold",
                                       ">= view.balance_abs_threshold")
-    path = tmp_path / "10_capstone.ipynb"
-    nbformat.write(_through_last_exercise(nb), path)
-    rows, _ = grade.grade_notebook(path, timeout=300)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Every notebook graded with its solutions pasted in, and notebook 10 with a mutant: two
+    gradings at a time, each in its own process (a grading mostly waits on its kernel, so two
+    overlap on two cores). name -> (rows, expected exercises), or the exception it raised."""
+    tmp = tmp_path_factory.mktemp("graded")
+    jobs = {}
+    for name in NOTEBOOKS + [MUTANT_10]:
+        mutant = name == MUTANT_10
+        nb = nbformat.read(ROOT / "notebooks" / ("10_capstone.ipynb" if mutant else name),
+                           as_version=4)
+        nb = _through_last_exercise(_mutant_10(nb) if mutant else grade.paste_solutions(nb))
+        path = tmp / ("10_capstone_mutant.ipynb" if mutant else name)
+        nbformat.write(nb, path)
+        jobs[name] = (path, grade.expected_exercises(nb))
+    heavy_first = sorted(jobs, reverse=True)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {n: pool.submit(grade.grade_notebook, jobs[n][0], 600) for n in heavy_first}
+        return {n: (f.exception() or (f.result()[0], jobs[n][1])) for n, f in futures.items()}
+
+
+def _rows(graded, name):
+    got = graded[name]
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+@REAL
+def test_a_mutant_pasted_into_notebook_10_gets_its_incorrect_row(graded):
+    rows, _ = _rows(graded, MUTANT_10)
     assert [(r.exercise, r.verdict) for r in rows] == [("routing rule", "Incorrect")]
     assert "exactly the absolute threshold" in rows[0].detail
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_the_scan_finds_every_exercise_check_a_notebook_calls(name):
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     called = set()
@@ -180,12 +217,9 @@ def test_course_py_grade_runs_the_grader_in_the_course_environment(monkeypatch):
 
 
 @REAL
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
-def test_every_notebook_with_its_solutions_grades_all_correct(tmp_path, name):
-    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    path = tmp_path / name
-    nbformat.write(_through_last_exercise(grade.paste_solutions(nb)), path)
-    rows, _ = grade.grade_notebook(path, timeout=600)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_notebook_with_its_solutions_grades_all_correct(graded, name):
+    rows, expected = _rows(graded, name)
     assert rows, f"{name}: no exercise found"
-    assert [r.exercise for r in rows] == [name for _, name in grade.expected_exercises(nb)]
+    assert [r.exercise for r in rows] == [exercise for _, exercise in expected]
     assert all(r.verdict == "Correct" for r in rows), grade.format_rows(rows)
