@@ -134,6 +134,7 @@ REAL = pytest.mark.skipif(os.environ.get("RADIXLAB_SKIP_GRADE_NOTEBOOKS") == "1"
 
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
 MUTANT_10 = "10_capstone (a mutant)"
+CELL_TIMEOUT_S = 180    # the slowest graded cell takes about 20 s; a stalled kernel fails fast
 
 
 def _mutant_10(nb):
@@ -164,7 +165,8 @@ def graded(tmp_path_factory):
         jobs[name] = (path, grade.expected_exercises(nb))
     heavy_first = sorted(jobs, reverse=True)
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {n: pool.submit(grade.grade_notebook, jobs[n][0], 600) for n in heavy_first}
+        futures = {n: pool.submit(grade.grade_notebook, jobs[n][0], CELL_TIMEOUT_S)
+                   for n in heavy_first}
         return {n: (f.exception() or (f.result()[0], jobs[n][1])) for n, f in futures.items()}
 
 
