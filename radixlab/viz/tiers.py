@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from radixlab.batch import LOAD, SAVE
+from radixlab.viz.trees import tree_layout
 
 TIER_COLORS = {"device": "#4e79a7", "host": "#f28e2b", "both": "#59a14f"}
 FREE = "#eeeeee"
@@ -34,27 +35,6 @@ def describe_tiers(tree_or_export: Any) -> str:
     return "; ".join(parts) + f"  (device tokens {e['sizes']['device']}, host {e['sizes']['host']})"
 
 
-def _layout(e: dict[str, Any]) -> dict[int, tuple[float, float]]:
-    """Leaves spread left to right in order, parents centred above their children."""
-    by_id = {n["id"]: n for n in e["nodes"]}
-    pos: dict[int, tuple[float, float]] = {}
-    next_x = [0.0]
-
-    def place(nid: int, depth: int) -> float:
-        kids = by_id[nid]["children"]
-        if not kids:
-            x = next_x[0]
-            next_x[0] += 1.0
-        else:
-            xs = [place(c, depth + 1) for c in kids]
-            x = (xs[0] + xs[-1]) / 2
-        pos[nid] = (x, -depth)
-        return x
-
-    place(e["root"], 0)
-    return pos
-
-
 def draw_tier_tree(tree_or_export: Any, decode: Decode | None = None, title: str = "",
                    limit: int = 18) -> Any:
     """The tree with each node coloured by tier (device, host, both); locked nodes bold."""
@@ -62,7 +42,7 @@ def draw_tier_tree(tree_or_export: Any, decode: Decode | None = None, title: str
     from matplotlib.patches import Patch
 
     e = _export(tree_or_export)
-    pos = _layout(e)
+    pos = tree_layout(e)
     width = max(x for x, _ in pos.values()) + 1
     depth = -min(y for _, y in pos.values()) + 1
     fig, ax = plt.subplots(figsize=(max(4.0, 2.3 * width), 1.1 + 1.0 * depth))

@@ -168,8 +168,9 @@ def _html_legend(title: str | None) -> str:
     return f'<<TABLE BORDER="0" CELLSPACING="3">{head}<TR>{cells}</TR></TABLE>>'
 
 
-def _layout(state: dict) -> dict[int, tuple[float, float]]:
-    """Leaves evenly spaced left to right, parents centred over their children."""
+def tree_layout(state: dict) -> dict[int, tuple[float, float]]:
+    """Node id -> (x, y) of an export: leaves evenly spaced left to right, parents centred over
+    their children, one row per depth."""
     by_id = {n["id"]: n for n in state["nodes"]}
     pos: dict[int, tuple[float, float]] = {}
     next_x = [0.0]
@@ -199,7 +200,7 @@ def draw_tree_matplotlib(tree_or_state: Any, decode: Decode | None = None,
     state = _state(tree_or_state)
     path, splits, new = _roles(state)
     ps = state.get("page_size", 1)
-    pos = _layout(state)
+    pos = tree_layout(state)
     width = max(x for x, _ in pos.values()) + 1
     depth = -min(y for _, y in pos.values()) + 1
     if ax is None:
